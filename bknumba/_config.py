@@ -1,0 +1,75 @@
+"""Numba options for every kernel in bknumba, in one place.
+
+Each option is read once from the environment when a kernel module is first
+imported (never at ``import bknumba``):
+
+``BKNUMBA_CACHE`` (default ``1``)
+    ``cache=True`` for the serial kernels (compile once, reload from disk).
+``BKNUMBA_CACHE_PARALLEL`` (default ``0``)
+    ``cache=True`` also for the ``parallel=True`` drivers. Off by default:
+    numba issues 4807 and 8578 (crashes when caching parallel functions) are
+    still open.
+``BKNUMBA_FASTMATH`` (default ``0``)
+    ``fastmath=True``. Off: it may reorder the recursions and break the
+    bit-for-bit agreement between full and sparse kernels.
+``BKNUMBA_TILE`` (default ``8``)
+    Rows per SIMD tile in the batch-interleaved CPU kernels.
+``BKNUMBA_THREADS_PER_BLOCK`` (default ``128``)
+    CUDA threads per block.
+``BKNUMBA_PIVOT_RTOL`` (default ``1e-13``)
+    Relative pivot tolerance: a pivot ``L = d - k / L_prev`` with
+    ``|L| <= rtol * (|d| + |k / L_prev|)`` is reported as singular.
+"""
+from __future__ import annotations
+
+import os
+
+__all__ = ["options", "DEFAULTS"]
+
+DEFAULTS = {
+    "cache": True,
+    "cache_parallel": False,
+    "fastmath": False,
+    "tile": 8,
+    "threads_per_block": 128,
+    "pivot_rtol": 1e-13,
+}
+
+
+def _flag(name: str, default: bool) -> bool:
+    value = os.environ.get(name)
+    if value is None or value == "":
+        return default
+    return value.strip().lower() not in ("0", "false", "no", "off")
+
+
+def _read() -> dict:
+    return {
+        "cache": _flag("BKNUMBA_CACHE", DEFAULTS["cache"]),
+        "cache_parallel": _flag("BKNUMBA_CACHE_PARALLEL", DEFAULTS["cache_parallel"]),
+        "fastmath": _flag("BKNUMBA_FASTMATH", DEFAULTS["fastmath"]),
+        "tile": int(os.environ.get("BKNUMBA_TILE", DEFAULTS["tile"])),
+        "threads_per_block": int(
+            os.environ.get("BKNUMBA_THREADS_PER_BLOCK", DEFAULTS["threads_per_block"])
+        ),
+        "pivot_rtol": float(os.environ.get("BKNUMBA_PIVOT_RTOL", DEFAULTS["pivot_rtol"])),
+    }
+
+
+#: The options in force (read from the environment at first import of this module).
+options = _read()
+
+
+def serial_jit_kwargs() -> dict:
+    """Keyword arguments for ``numba.njit`` on serial kernels."""
+    return {"cache": options["cache"], "fastmath": options["fastmath"], "nogil": True}
+
+
+def parallel_jit_kwargs() -> dict:
+    """Keyword arguments for ``numba.njit`` on ``parallel=True`` drivers."""
+    return {
+        "cache": options["cache_parallel"],
+        "fastmath": options["fastmath"],
+        "parallel": True,
+        "nogil": True,
+    }

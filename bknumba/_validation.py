@@ -1,0 +1,192 @@
+"""Input validation shared by every backend (CPU, CUDA, Dask).
+
+The public functions call :func:`prepare` once; the kernels never validate
+again. Nothing the caller passed in is modified: arrays are converted with
+``np.asarray`` and copied whenever a conversion is needed, and the kernels
+only read them.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+__all__ = ["Problem", "prepare", "SEMANTICS", "METHODS", "ON_SINGULAR"]
+
+METHODS = ("ratio", "theta_phi")
+SEMANTICS = ("seed", "local", "exact")
+ON_SINGULAR = ("raise", "nan")
+DEVICES = ("cpu", "cuda")
+
+# Which methods each sparse semantics supports, the first being the default.
+SEMANTICS_METHODS = {
+    "seed": ("theta_phi",),
+    "local": ("ratio",),
+    "exact": ("ratio", "theta_phi"),
+}
+
+
+@dataclass
+class Problem:
+    """A validated batch of tridiagonal matrices, always two-dimensional.
+
+    ``a`` is ``(B, N)`` float64 or complex128, ``k = b * c`` is
+    ``(B, max(N - 1, 0))`` float64 or complex128, ``z`` is ``(B,)``
+    complex128 and ``mask`` is ``(B, N)`` bool or None. ``squeeze`` tells
+    whether the caller passed one row (``a`` of shape ``(N,)``).
+    """
+
+    a: np.ndarray
+    k: np.ndarray
+    z: np.ndarray
+    mask: np.ndarray | None
+    squeeze: bool
+
+    @property
+    def batch(self) -> int:
+        return self.a.shape[0]
+
+    @property
+    def n(self) -> int:
+        return self.a.shape[1]
+
+    def restore(self, out: np.ndarray) -> np.ndarray:
+        """Give ``out`` (``(B, N, ...)``) the caller's batch layout."""
+        return out[0] if self.squeeze else out
+
+
+def _as_numeric(name: str, value) -> np.ndarray:
+    """``np.asarray`` that accepts only integer, real and complex data."""
+    if hasattr(value, "__cuda_array_interface__") and not isinstance(value, np.ndarray):
+        raise TypeError(
+            f"{name} is a GPU array; pass device='cuda' to compute on the GPU, "
+            "or copy it to the host first"
+        )
+    try:
+        arr = np.asarray(value)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} could not be converted to a numeric array: {exc}") from exc
+    if arr.dtype.kind not in "iufc":
+        raise TypeError(
+            f"{name} must be numeric (integer, real or complex), got dtype {arr.dtype}"
+        )
+    return arr
+
+
+def _to_float(arr: np.ndarray) -> np.ndarray:
+    """float64 or complex128 (C-contiguous); a copy only if one is needed."""
+    dtype = np.complex128 if arr.dtype.kind == "c" else np.float64
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def _first_nonfinite(name: str, arr: np.ndarray, batched: bool) -> None:
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = np.argwhere(bad)[0]
+        if arr.ndim == 0:
+            where = ""
+        elif arr.ndim == 2 or (batched and arr.ndim == 1 and name == "z"):
+            where = f" at row {idx[0]}" + (f", position {idx[1]}" if arr.ndim == 2 else "")
+        else:
+            where = f" at position {idx[0]}"
+        raise ValueError(
+            f"{name} contains a non-finite value ({arr[tuple(idx)]!r}){where}; "
+            "pass check_finite=False to skip this check"
+        )
+
+
+def _off_diagonal(name: str, value, batch: int, n: int, squeeze: bool) -> np.ndarray:
+    arr = _as_numeric(name, value)
+    m = max(n - 1, 0)
+    if arr.ndim == 0:
+        return np.broadcast_to(arr, (batch, m))
+    if arr.ndim == 1:
+        if arr.shape[0] != m:
+            raise ValueError(
+                f"{name} has shape {arr.shape}; expected ({m},) (N - 1 for a of length N = {n})"
+                + ("" if squeeze else f" or ({batch}, {m})")
+            )
+        return np.broadcast_to(arr, (batch, m))
+    if arr.ndim == 2 and not squeeze:
+        if arr.shape != (batch, m):
+            raise ValueError(
+                f"{name} has shape {arr.shape}; expected ({batch}, {m}) for a of shape "
+                f"({batch}, {n}), or ({m},), or a scalar"
+            )
+        return arr
+    raise ValueError(
+        f"{name} has shape {arr.shape}; expected a scalar, ({m},)"
+        + ("" if squeeze else f" or ({batch}, {m})")
+    )
+
+
+def check_choice(name: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
+
+
+def prepare(a, b, c, z=1j, mask=None, *, check_finite: bool = True) -> Problem:
+    """Validate and normalise the inputs of the BK-Core functions.
+
+    Raises
+    ------
+    TypeError
+        Non-numeric input.
+    ValueError
+        Wrong shapes, non-finite values (when ``check_finite``), or a mask
+        with values other than 0 and 1.
+    """
+    a_arr = _as_numeric("a", a)
+    if a_arr.ndim not in (1, 2):
+        raise ValueError(f"a must have shape (N,) or (B, N); got shape {a_arr.shape}")
+    squeeze = a_arr.ndim == 1
+    a2 = a_arr[None, :] if squeeze else a_arr
+    batch, n = a2.shape
+
+    b2 = _off_diagonal("b", b, batch, n, squeeze)
+    c2 = _off_diagonal("c", c, batch, n, squeeze)
+
+    z_arr = _as_numeric("z", z)
+    if z_arr.ndim == 0:
+        z1 = np.full(batch, z_arr, dtype=np.complex128)
+    elif z_arr.ndim == 1 and not squeeze and z_arr.shape[0] == batch:
+        z1 = z_arr.astype(np.complex128)
+    else:
+        raise ValueError(
+            f"z has shape {z_arr.shape}; expected a scalar"
+            + ("" if squeeze else f" or one value per row, shape ({batch},)")
+        )
+
+    if check_finite:
+        _first_nonfinite("a", a_arr, not squeeze)
+        for name, arr in (("b", b2), ("c", c2)):
+            _first_nonfinite(name, arr if not squeeze else arr[0], not squeeze)
+        _first_nonfinite("z", z_arr, not squeeze)
+
+    a_out = _to_float(a2)
+    # k = b * c: the only combination of the off-diagonals that enters G_ii.
+    k_out = _to_float(np.multiply(b2, c2, dtype=np.result_type(b2, c2, np.float64)))
+
+    mask_out = None
+    if mask is not None:
+        m_arr = np.asarray(mask)
+        if m_arr.dtype.kind not in "biuf":
+            raise TypeError(f"mask must be boolean or 0/1 numeric, got dtype {m_arr.dtype}")
+        if m_arr.ndim == 1 and m_arr.shape[0] == n:
+            m_arr = np.broadcast_to(m_arr, (batch, n))
+        elif not (m_arr.ndim == 2 and m_arr.shape == (batch, n) and not squeeze):
+            raise ValueError(
+                f"mask has shape {m_arr.shape}; expected ({n},)"
+                + ("" if squeeze else f" or ({batch}, {n})")
+                + " like a"
+            )
+        if m_arr.dtype.kind != "b":
+            ok = (m_arr == 0) | (m_arr == 1)
+            if not ok.all():
+                idx = np.argwhere(~ok)[0]
+                raise ValueError(
+                    f"mask must contain only 0 and 1; found {m_arr[tuple(idx)]!r} at row "
+                    f"{idx[0]}, position {idx[1]}"
+                )
+        mask_out = np.ascontiguousarray(m_arr, dtype=np.bool_)
+    return Problem(a=a_out, k=k_out, z=z1, mask=mask_out, squeeze=squeeze)

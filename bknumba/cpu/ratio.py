@@ -1,0 +1,179 @@
+"""Ratio-form (pivot) recursions on the CPU: the recursive Green's function.
+
+    L[0] = d[0],      L[i] = d[i] - k[i-1] / L[i-1]
+    R[N-1] = d[N-1],  R[i] = d[i] - k[i]   / R[i+1]
+    G[i] = 1 / (L[i] + R[i] - d[i]),   d = a - z
+
+Three levels, as in the rest of bknumba:
+
+* :func:`ratio_tile` is the serial worker for one tile of ``w`` rows. The
+  rows of a tile are advanced together, position by position, with the row
+  index innermost, so that LLVM turns the lane loop into SIMD instructions
+  (the recursion itself is a dependent chain and cannot be vectorised along
+  the sequence).
+* :func:`ratio_driver` is the ``parallel=True`` driver: ``prange`` over
+  chunks of tiles, with per-chunk scratch (no races, no atomics).
+* :mod:`bknumba.core` validates and dispatches.
+
+Complex arithmetic is written out in real arithmetic: a reciprocal is
+``conj(y) / |y|^2``, which vectorises, avoids Numba's branching complex
+division and lets the pivot test be explicit (``bk-core.md`` section 7).
+
+Sparse work (``mask`` not None) skips, at a masked position, the coupling
+term (and the reciprocal it would need); with ``combine_mask`` the combine
+step and the write of ``G`` are skipped at masked positions.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .._config import options, parallel_jit_kwargs, serial_jit_kwargs
+
+__all__ = ["ratio_driver", "ratio_tile"]
+
+
+@njit(error_model="numpy", **serial_jit_kwargs())
+def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
+               left_re, left_im, lane):
+    """Ratio-form BK-Core for rows ``r0 .. r0 + w - 1`` (serial worker).
+
+    Parameters
+    ----------
+    a : (B, N) float64 or complex128
+    k : (B, N - 1) float64 or complex128, ``b * c``
+    z : (B,) complex128
+    rec_mask : (B, N) bool or None
+        Where False, the recursions drop their coupling term ("local").
+    combine_mask : (B, N) bool or None
+        Where False, ``G`` is not combined and 0 is written.
+    out : (B, N) complex128, written.
+    first_bad : (B,) int64, written: first position of a (near-)zero pivot
+        or combine denominator, ``N`` if none.
+    rtol2 : float, squared relative pivot tolerance.
+    left_re, left_im : (N, >= w) float64 scratch (the left pivots).
+    lane : (8, >= w) float64 scratch (per-lane state).
+    """
+    n = a.shape[1]
+    zr = lane[0]
+    zi = lane[1]
+    inv_re = lane[2]
+    inv_im = lane[3]
+    bad = lane[4]
+    for j in range(w):
+        zr[j] = z[r0 + j].real
+        zi[j] = z[r0 + j].imag
+        bad[j] = n
+    if n == 0:
+        return
+    # forward sweep: left pivots L[i]
+    for j in range(w):
+        x = a[r0 + j, 0]
+        dr = x.real - zr[j]
+        di = x.imag - zi[j]
+        left_re[0, j] = dr
+        left_im[0, j] = di
+        if dr * dr + di * di == 0.0:
+            bad[j] = 0.0
+    for i in range(1, n):
+        for j in range(w):
+            x = a[r0 + j, i]
+            dr = x.real - zr[j]
+            di = x.imag - zi[j]
+            if rec_mask is not None and not rec_mask[r0 + j, i]:
+                lr = dr
+                li = di
+                scale = dr * dr + di * di
+            else:
+                pr = left_re[i - 1, j]
+                pi = left_im[i - 1, j]
+                s = 1.0 / (pr * pr + pi * pi)
+                kk = k[r0 + j, i - 1]
+                # q = k / L[i-1] = k * conj(L[i-1]) / |L[i-1]|^2
+                qr = (kk.real * pr + kk.imag * pi) * s
+                qi = (kk.imag * pr - kk.real * pi) * s
+                lr = dr - qr
+                li = di - qi
+                scale = dr * dr + di * di + qr * qr + qi * qi
+            left_re[i, j] = lr
+            left_im[i, j] = li
+            if lr * lr + li * li <= rtol2 * scale:
+                bad[j] = min(bad[j], i)
+    # backward sweep: right pivots R[i], combined with L[i] on the fly
+    for i in range(n - 1, -1, -1):
+        for j in range(w):
+            x = a[r0 + j, i]
+            dr = x.real - zr[j]
+            di = x.imag - zi[j]
+            if i == n - 1 or (rec_mask is not None and not rec_mask[r0 + j, i]):
+                rr = dr
+                ri = di
+                scale = dr * dr + di * di
+            else:
+                kk = k[r0 + j, i]
+                qr = kk.real * inv_re[j] - kk.imag * inv_im[j]
+                qi = kk.real * inv_im[j] + kk.imag * inv_re[j]
+                rr = dr - qr
+                ri = di - qi
+                scale = dr * dr + di * di + qr * qr + qi * qi
+            m2 = rr * rr + ri * ri
+            if m2 <= rtol2 * scale:
+                bad[j] = min(bad[j], i)
+            if i > 0 and (rec_mask is None or rec_mask[r0 + j, i - 1]):
+                # 1 / R[i] is needed by the next (coupled) step only
+                s = 1.0 / m2
+                inv_re[j] = rr * s
+                inv_im[j] = -ri * s
+            if combine_mask is not None and not combine_mask[r0 + j, i]:
+                out[r0 + j, i] = 0.0
+            else:
+                lr = left_re[i, j]
+                li = left_im[i, j]
+                er = lr + rr - dr
+                ei = li + ri - di
+                e2 = er * er + ei * ei
+                if e2 <= rtol2 * (lr * lr + li * li + m2):
+                    bad[j] = min(bad[j], i)
+                s = 1.0 / e2
+                out[r0 + j, i] = complex(er * s, -ei * s)
+    for j in range(w):
+        first_bad[r0 + j] = np.int64(bad[j])
+
+
+@njit(**parallel_jit_kwargs())
+def ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, tile, chunks):
+    """``prange`` over chunks of ``tile``-row tiles; scratch per chunk."""
+    batch, n = a.shape
+    ntiles = (batch + tile - 1) // tile
+    per_chunk = (ntiles + chunks - 1) // chunks
+    for c in prange(chunks):
+        t0 = c * per_chunk
+        t1 = min(ntiles, t0 + per_chunk)
+        if t0 >= t1:
+            continue
+        left_re = np.empty((n, tile))
+        left_im = np.empty((n, tile))
+        lane = np.empty((8, tile))
+        for t in range(t0, t1):
+            r0 = t * tile
+            w = min(tile, batch - r0)
+            ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
+                       left_re, left_im, lane)
+
+
+def run_ratio(a, k, z, rec_mask=None, combine_mask=None, tile=None):
+    """Run the ratio kernels; returns ``(G, first_bad)``."""
+    batch, n = a.shape
+    out = np.empty((batch, n), dtype=np.complex128)
+    first_bad = np.empty(batch, dtype=np.int64)
+    if batch == 0:
+        return out, first_bad
+    if tile is None:
+        tile = options["tile"]
+    tile = max(1, min(tile, batch))
+    ntiles = (batch + tile - 1) // tile
+    chunks = min(ntiles, 4 * numba.get_num_threads())
+    rtol = options["pivot_rtol"]
+    ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol * rtol, tile, chunks)
+    return out, first_bad

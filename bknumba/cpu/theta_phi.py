@@ -1,0 +1,259 @@
+"""Scaled theta / phi continuants on the CPU (the seeds' method, overflow-free).
+
+    theta[0] = 1, theta[1] = d[0], theta[i+1] = d[i] theta[i] - k[i-1] theta[i-1]
+    phi[N-1] = 1, phi[N-2] = d[N-1], phi[i] = d[i+1] phi[i+1] - k[i+1] phi[i+2]
+    G[i] = theta[i] phi[i] / theta[N]
+
+Raw continuants overflow complex128 near N = 900 for the model's inputs. Here
+each sweep carries its last two values with a shared power-of-two scale
+``2**(SHIFT * count)``: when both leave ``[2**-SHIFT, 2**SHIFT]`` they are
+multiplied by an exact power of two and ``count`` moves by one. Rescaling by
+a power of two is exact, so the recursion is the raw one, bit for bit, only
+never overflows (entries may be as large as about ``2**400`` in magnitude).
+
+Masked positions (``rec_mask`` False; the seed's sparse semantics) drop the
+coupling term of the step that produces them:
+``theta[i+1] = d[i] theta[i]`` and ``phi[i-1] = d[i] phi[i]``.
+
+Layout and levels are as in :mod:`bknumba.cpu.ratio`.
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+from .._config import options, parallel_jit_kwargs, serial_jit_kwargs
+
+__all__ = ["SHIFT", "theta_phi_driver", "run_theta_phi"]
+
+SHIFT = 200
+_BIG = 2.0 ** SHIFT
+_SMALL = 2.0 ** -SHIFT
+# 2**(SHIFT * m) for m = -5 .. 5 (all normal doubles)
+_POW = np.array([2.0 ** (SHIFT * m) for m in range(-5, 6)])
+
+
+@njit(error_model="numpy", **serial_jit_kwargs())
+def _rescale(s):
+    """(factor, count step) bringing a pair of magnitude ``s`` back in range."""
+    if s > _BIG:
+        return _SMALL, 1.0
+    if s < _SMALL and s > 0.0:
+        return _BIG, -1.0
+    return 1.0, 0.0
+
+
+@njit(error_model="numpy", **serial_jit_kwargs())
+def _pow2(count, pow_table):
+    """2**(SHIFT * count) for integer-valued ``count`` in [-10, 10], saturating."""
+    c1 = min(5.0, max(-5.0, count))
+    c2 = min(5.0, max(-5.0, count - c1))
+    return pow_table[int(c1) + 5] * pow_table[int(c2) + 5]
+
+
+@njit(error_model="numpy", **serial_jit_kwargs())
+def theta_phi_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
+                   th_re, th_im, th_cnt, lane, pow_table, phi_re, phi_im, phi_cnt):
+    """Scaled theta/phi BK-Core for rows ``r0 .. r0 + w - 1`` (serial worker).
+
+    ``th_re, th_im, th_cnt`` are ``(N + 1, >= w)`` scratch holding theta's
+    mantissa and scale count. If ``out`` has zero rows, no ``G`` is combined;
+    if ``phi_re`` has rows, phi is stored there (position-major, like theta).
+    ``first_bad[r]`` is set to ``N - 1`` when ``theta[N] = det(T - zI)``
+    came out (near) zero by cancellation in its last step, else to ``N``.
+    """
+    n = a.shape[1]
+    zr = lane[0]
+    zi = lane[1]
+    pr = lane[2]   # theta[i-1] or phi[i+1] (mantissa)
+    pi = lane[3]
+    cr = lane[4]   # theta[i] or phi[i] (mantissa)
+    ci = lane[5]
+    cnt = lane[6]  # shared scale count of the pair
+    bad = lane[7]
+    combine = out.shape[0] > 0
+    store_phi = phi_re.shape[0] > 0
+    for j in range(w):
+        zr[j] = z[r0 + j].real
+        zi[j] = z[r0 + j].imag
+        bad[j] = n
+        th_re[0, j] = 1.0
+        th_im[0, j] = 0.0
+        th_cnt[0, j] = 0.0
+    if n == 0:
+        for j in range(w):
+            first_bad[r0 + j] = 0
+        return
+    for j in range(w):
+        x = a[r0 + j, 0]
+        pr[j] = 1.0
+        pi[j] = 0.0
+        cr[j] = x.real - zr[j]
+        ci[j] = x.imag - zi[j]
+        cnt[j] = 0.0
+        th_re[1, j] = cr[j]
+        th_im[1, j] = ci[j]
+        th_cnt[1, j] = 0.0
+        if n == 1 and cr[j] == 0.0 and ci[j] == 0.0:
+            bad[j] = 0
+    # forward: theta[i + 1] for i = 1 .. N - 1
+    for i in range(1, n):
+        for j in range(w):
+            x = a[r0 + j, i]
+            dr = x.real - zr[j]
+            di = x.imag - zi[j]
+            ur = dr * cr[j] - di * ci[j]
+            ui = dr * ci[j] + di * cr[j]
+            if rec_mask is not None and not rec_mask[r0 + j, i]:
+                nr = ur
+                ni = ui
+                scale = ur * ur + ui * ui
+            else:
+                kk = k[r0 + j, i - 1]
+                vr = kk.real * pr[j] - kk.imag * pi[j]
+                vi = kk.real * pi[j] + kk.imag * pr[j]
+                nr = ur - vr
+                ni = ui - vi
+                scale = ur * ur + ui * ui + vr * vr + vi * vi
+            if i == n - 1 and nr * nr + ni * ni <= rtol2 * scale:
+                bad[j] = n - 1
+            s = max(max(abs(nr), abs(ni)), max(abs(cr[j]), abs(ci[j])))
+            f, dc = _rescale(s)
+            pr[j] = cr[j] * f
+            pi[j] = ci[j] * f
+            cr[j] = nr * f
+            ci[j] = ni * f
+            cnt[j] += dc
+            th_re[i + 1, j] = cr[j]
+            th_im[i + 1, j] = ci[j]
+            th_cnt[i + 1, j] = cnt[j]
+    # backward: phi[i] for i = N - 1 .. 0, combined with theta on the fly
+    for j in range(w):
+        # 1 / theta[N], mantissa only; its scale goes into the exponent
+        tr = th_re[n, j]
+        ti = th_im[n, j]
+        s = 1.0 / (tr * tr + ti * ti)
+        lane[8, j] = tr * s
+        lane[9, j] = -ti * s
+    for j in range(w):
+        pr[j] = 0.0
+        pi[j] = 0.0
+        cr[j] = 1.0
+        ci[j] = 0.0
+        cnt[j] = 0.0
+    for i in range(n - 1, -1, -1):
+        for j in range(w):
+            if i < n - 1:
+                # phi[i] = d[i+1] phi[i+1] - k[i+1] phi[i+2]
+                x = a[r0 + j, i + 1]
+                dr = x.real - zr[j]
+                di = x.imag - zi[j]
+                ur = dr * cr[j] - di * ci[j]
+                ui = dr * ci[j] + di * cr[j]
+                if i == n - 2 or (rec_mask is not None and not rec_mask[r0 + j, i + 1]):
+                    nr = ur
+                    ni = ui
+                else:
+                    kk = k[r0 + j, i + 1]
+                    nr = ur - (kk.real * pr[j] - kk.imag * pi[j])
+                    ni = ui - (kk.real * pi[j] + kk.imag * pr[j])
+                s = max(max(abs(nr), abs(ni)), max(abs(cr[j]), abs(ci[j])))
+                f, dc = _rescale(s)
+                pr[j] = cr[j] * f
+                pi[j] = ci[j] * f
+                cr[j] = nr * f
+                ci[j] = ni * f
+                cnt[j] += dc
+            if store_phi:
+                phi_re[i, j] = cr[j]
+                phi_im[i, j] = ci[j]
+                phi_cnt[i, j] = cnt[j]
+            if combine:
+                if combine_mask is not None and not combine_mask[r0 + j, i]:
+                    out[r0 + j, i] = 0.0
+                else:
+                    # G = theta[i] * phi[i] / theta[N]
+                    ar = th_re[i, j]
+                    ai = th_im[i, j]
+                    br = ar * cr[j] - ai * ci[j]
+                    bi = ar * ci[j] + ai * cr[j]
+                    gr = br * lane[8, j] - bi * lane[9, j]
+                    gi = br * lane[9, j] + bi * lane[8, j]
+                    f = _pow2(th_cnt[i, j] + cnt[j] - th_cnt[n, j], pow_table)
+                    out[r0 + j, i] = complex(gr * f, gi * f)
+    for j in range(w):
+        first_bad[r0 + j] = np.int64(bad[j])
+
+
+@njit(**parallel_jit_kwargs())
+def theta_phi_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, tile, chunks,
+                     pow_table, theta_out, phi_out):
+    """``prange`` over chunks of tiles.
+
+    ``theta_out`` ``(3, B, N + 1)`` and ``phi_out`` ``(3, B, N)`` receive
+    (mantissa re, mantissa im, count) when they have rows; else only ``G``.
+    """
+    batch, n = a.shape
+    ntiles = (batch + tile - 1) // tile
+    per_chunk = (ntiles + chunks - 1) // chunks
+    keep = theta_out.shape[1] > 0
+    for c in prange(chunks):
+        t0 = c * per_chunk
+        t1 = min(ntiles, t0 + per_chunk)
+        if t0 >= t1:
+            continue
+        th_re = np.empty((n + 1, tile))
+        th_im = np.empty((n + 1, tile))
+        th_cnt = np.empty((n + 1, tile))
+        lane = np.empty((10, tile))
+        nphi = n if keep else 0
+        phi_re = np.empty((nphi, tile))
+        phi_im = np.empty((nphi, tile))
+        phi_cnt = np.empty((nphi, tile))
+        for t in range(t0, t1):
+            r0 = t * tile
+            w = min(tile, batch - r0)
+            theta_phi_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
+                           th_re, th_im, th_cnt, lane, pow_table, phi_re, phi_im, phi_cnt)
+            if keep:
+                for j in range(w):
+                    for i in range(n + 1):
+                        theta_out[0, r0 + j, i] = th_re[i, j]
+                        theta_out[1, r0 + j, i] = th_im[i, j]
+                        theta_out[2, r0 + j, i] = th_cnt[i, j]
+                    for i in range(n):
+                        phi_out[0, r0 + j, i] = phi_re[i, j]
+                        phi_out[1, r0 + j, i] = phi_im[i, j]
+                        phi_out[2, r0 + j, i] = phi_cnt[i, j]
+
+
+def _chunks(batch, tile):
+    ntiles = (batch + tile - 1) // tile
+    return min(ntiles, 4 * numba.get_num_threads())
+
+
+def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=False):
+    """Run the scaled theta/phi kernels.
+
+    Returns ``(G, first_bad)``, or with ``keep=True``
+    ``(G, first_bad, theta_parts, phi_parts)`` where the parts are
+    ``(3, B, N + 1)`` and ``(3, B, N)`` float64 arrays: mantissa real part,
+    mantissa imaginary part and scale count (the value is
+    ``(re + 1j * im) * 2**(SHIFT * count)``).
+    """
+    batch, n = a.shape
+    out = np.empty((batch, n), dtype=np.complex128)
+    first_bad = np.empty(batch, dtype=np.int64)
+    theta_out = np.empty((3, batch if keep else 0, n + 1))
+    phi_out = np.empty((3, batch if keep else 0, n))
+    if batch > 0:
+        if tile is None:
+            tile = options["tile"]
+        tile = max(1, min(tile, batch))
+        rtol = options["pivot_rtol"]
+        theta_phi_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol * rtol, tile,
+                         _chunks(batch, tile), _POW, theta_out, phi_out)
+    if keep:
+        return out, first_bad, theta_out, phi_out
+    return out, first_bad
