@@ -90,7 +90,7 @@ def _first_nonfinite(name: str, arr: np.ndarray, batched: bool) -> None:
         else:
             where = f" at position {idx[0]}"
         raise ValueError(
-            f"{name} contains a non-finite value ({arr[tuple(idx)]!r}){where}; "
+            f"{name} contains a non-finite value ({arr[tuple(idx)].item()!r}){where}; "
             "pass check_finite=False to skip this check"
         )
 
@@ -185,7 +185,7 @@ def prepare(a, b, c, z=1j, mask=None, *, check_finite: bool = True) -> Problem:
             if not ok.all():
                 idx = np.argwhere(~ok)[0]
                 raise ValueError(
-                    f"mask must contain only 0 and 1; found {m_arr[tuple(idx)]!r} at row "
+                    f"mask must contain only 0 and 1; found {m_arr[tuple(idx)].item()!r} at row "
                     f"{idx[0]}, position {idx[1]}"
                 )
         mask_out = np.ascontiguousarray(m_arr, dtype=np.bool_)

@@ -118,7 +118,7 @@ def _moebius_pivots(d, k, chunk):
     return left.reshape(batch, -1)[:, :n]
 
 
-def bk_core_extended(a, b, c, z=1j, *, chunk=None):
+def bk_core_extended(a, b, c, z=1j, *, mask=None, semantics="exact", chunk=None):
     """Resolvent diagonal by the ratio recursion in ``numpy.longdouble``.
 
     An extended-precision reference for long rows (N up to 10^6 and more)
@@ -128,6 +128,14 @@ def bk_core_extended(a, b, c, z=1j, *, chunk=None):
     Parameters
     ----------
     a, b, c, z : as in :func:`bknumba.bk_core`
+    mask : array_like of bool, optional
+        With a mask, the sparse semantics of :func:`bknumba.sparse_bk_core`
+        (0 at masked positions). ``"local"`` and ``"seed"`` drop the coupling
+        of the step producing a masked position by zeroing it in the forward
+        (``k[i-1]``) and backward (``k[i]``) sweeps; ``"seed"`` then combines
+        ``theta[i] phi[i] / theta[N] = prod_{j>i} R[j] / prod_{j>=i} L[j]``
+        through cumulative sums of complex logarithms.
+    semantics : {"exact", "local", "seed"}
     chunk : int, optional
         Chunk length of the vectorised scan (default about sqrt(N)).
 
@@ -140,7 +148,7 @@ def bk_core_extended(a, b, c, z=1j, *, chunk=None):
     >>> bool(np.allclose(bk_core_extended(a, 1.0, 1.0), bk_core_banded(a, 1.0, 1.0)))
     True
     """
-    p = prepare(a, b, c, z, check_finite=True)
+    p = prepare(a, b, c, z, mask, check_finite=True)
     batch, n = p.a.shape
     if n == 0:
         return p.restore(np.empty((batch, 0), np.complex128))
@@ -149,10 +157,25 @@ def bk_core_extended(a, b, c, z=1j, *, chunk=None):
     k = p.k.astype(ld)
     if chunk is None:
         chunk = max(1, int(np.sqrt(n)))
-    left = _moebius_pivots(d, k, chunk)
+    k_fwd = k
+    k_bwd = k
+    if p.mask is not None and semantics in ("local", "seed"):
+        k_fwd = np.where(p.mask[:, 1:], k, 0)    # L[i] = d[i] where mask[i] == 0
+        k_bwd = np.where(p.mask[:, :-1], k, 0)   # R[i] = d[i] where mask[i] == 0
+    left = _moebius_pivots(d, k_fwd, chunk)
     # right pivots: the same recursion on the reversed row
-    right = _moebius_pivots(d[:, ::-1], k[:, ::-1], chunk)[:, ::-1]
-    g = 1 / (left + right - d)
+    right = _moebius_pivots(d[:, ::-1], k_bwd[:, ::-1], chunk)[:, ::-1]
+    if semantics == "seed" and p.mask is not None:
+        log_l = np.log(left)
+        log_r = np.log(right)
+        # sum_{j >= i} log L[j] and sum_{j > i} log R[j]
+        suffix_l = np.cumsum(log_l[:, ::-1], axis=1)[:, ::-1]
+        suffix_r = np.cumsum(log_r[:, ::-1], axis=1)[:, ::-1] - log_r
+        g = np.exp(suffix_r - suffix_l)
+    else:
+        g = 1 / (left + right - d)
+    if p.mask is not None:
+        g = np.where(p.mask, g, 0)
     return p.restore(g.astype(np.complex128))
 
 

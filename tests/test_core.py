@@ -1,0 +1,400 @@
+"""Correctness of the CPU BK-Core against SciPy, a naive loop and extended precision."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+import bknumba
+from bknumba.reference import bk_core_banded, bk_core_extended, relative_error
+
+from . import naive
+
+METHODS = ["ratio", "theta_phi"]
+SPARSE_COMBOS = [("seed", "theta_phi"), ("local", "ratio"), ("exact", "ratio"),
+                 ("exact", "theta_phi")]
+
+finite = dict(allow_nan=False, allow_infinity=False)
+
+
+def _min_pivot_ratio(a, b, c, z):
+    """Smallest |pivot| / (|d| + |coupling term|) over L, R and L + R - d (one row)."""
+    try:
+        left, right, d = naive.pivots(a, b, c, z)
+    except ZeroDivisionError:
+        return 0.0
+    worst = np.inf
+    for i in range(len(d)):
+        den = left[i] + right[i] - d[i]
+        scale = abs(d[i]) + abs(left[i] - d[i]) + abs(right[i] - d[i])
+        for p in (left[i], right[i], den):
+            worst = min(worst, abs(p) / max(scale, 1e-300))
+    return worst
+
+
+@st.composite
+def general_problems(draw, max_n=120):
+    """Complex a, non-symmetric non-constant b, c, per-row z; pivots away from 0."""
+    batch = draw(st.integers(1, 6))
+    n = draw(st.integers(1, max_n))
+    real = hnp.arrays(np.float64, (batch, n), elements=st.floats(-3, 3, **finite))
+    a = draw(real) + 1j * draw(hnp.arrays(np.float64, (batch, n),
+                                          elements=st.floats(-1, 1, **finite)))
+    off = st.floats(-1.5, 1.5, **finite)
+    b = draw(hnp.arrays(np.float64, (batch, max(n - 1, 0)), elements=off))
+    c = draw(hnp.arrays(np.float64, (batch, max(n - 1, 0)), elements=off))
+    if draw(st.booleans()):
+        b = b + 0.5j * draw(hnp.arrays(np.float64, b.shape, elements=off))
+    z = draw(hnp.arrays(np.complex128, (batch,), elements=st.complex_numbers(
+        min_magnitude=0.0, max_magnitude=3.0, **finite)))
+    z = z.real + 1j * (0.5 + np.abs(z.imag))
+    for r in range(batch):
+        assume(_min_pivot_ratio(a[r], b[r], c[r], z[r]) > 1e-2)
+    return a, b, c, z
+
+
+@st.composite
+def model_problems(draw, max_n=400):
+    """The model's own inputs: a = -2 + v, |v| <= 3, b = c = 1, z = 1j."""
+    batch = draw(st.integers(1, 8))
+    n = draw(st.integers(1, max_n))
+    v = draw(hnp.arrays(np.float64, (batch, n), elements=st.floats(-3, 3, **finite)))
+    return -2.0 + v, np.ones((batch, max(n - 1, 0))), np.ones((batch, max(n - 1, 0))), 1j
+
+
+@st.composite
+def masked_problems(draw):
+    a, b, c, z = draw(general_problems(max_n=40))
+    mask = draw(hnp.arrays(np.bool_, a.shape))
+    # the seed semantics' raw theta[N] must stay away from 0 for the naive reference
+    return a, b, c, z, mask
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(deadline=None, max_examples=60)
+@given(problem=general_problems())
+def test_general_matches_scipy(method, problem):
+    a, b, c, z = problem
+    g = bknumba.bk_core(a, b, c, z, method=method)
+    ref = bk_core_banded(a, b, c, z)
+    assert g.dtype == np.complex128 and g.shape == a.shape
+    assert relative_error(g, ref).max() <= 1e-11
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(deadline=None, max_examples=40)
+@given(problem=model_problems())
+def test_model_inputs_match_scipy(method, problem):
+    a, b, c, z = problem
+    g = bknumba.bk_core(a, b, c, z, method=method)
+    ref = bk_core_banded(a, b, c, z)
+    assert relative_error(g, ref).max() <= 1e-12
+    # Hermitian T, Im z = 1: |G| <= 1 / Im z and Im G > 0
+    assert np.all(np.abs(g) <= 1 + 1e-12) and np.all(g.imag > 0)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@settings(deadline=None, max_examples=40)
+@given(problem=general_problems(max_n=60))
+def test_full_matches_naive_loop(method, problem):
+    a, b, c, z = problem
+    g = bknumba.bk_core(a, b, c, z, method=method)
+    for r in range(a.shape[0]):
+        fn = naive.g_ratio if method == "ratio" else naive.g_theta_phi
+        ref = np.array(fn(a[r], b[r], c[r], z[r]))
+        assert relative_error(g[r], ref)[0] <= 1e-11
+
+
+@pytest.mark.parametrize("semantics,method", SPARSE_COMBOS)
+@settings(deadline=None, max_examples=50)
+@given(problem=masked_problems())
+def test_sparse_matches_naive_loop(semantics, method, problem):
+    a, b, c, z, mask = problem
+    if semantics == "seed":
+        # the approximate scheme has its own pivots; keep its determinant away from 0
+        for r in range(a.shape[0]):
+            theta, _ = naive.theta_phi(a[r], b[r], c[r], z[r], mask[r])
+            assume(abs(theta[-1]) > 1e-6 * max(abs(t) for t in theta))
+    elif semantics == "local":
+        for r in range(a.shape[0]):
+            try:
+                left, right, d = naive.pivots(a[r], b[r], c[r], z[r], mask[r])
+            except ZeroDivisionError:
+                assume(False)
+            assume(min(abs(x) for x in left + right) > 1e-3)
+            assume(min(abs(left[i] + right[i] - d[i]) for i in range(len(d))) > 1e-3)
+    g = bknumba.sparse_bk_core(a, b, c, mask, z, semantics=semantics, method=method)
+    assert np.all(g[~mask] == 0)
+    for r in range(a.shape[0]):
+        ref = np.array(naive.sparse_g(a[r], b[r], c[r], z[r], mask[r], semantics))
+        assert relative_error(g[r], ref)[0] <= 1e-10
+
+
+@pytest.mark.parametrize("semantics,method", SPARSE_COMBOS)
+def test_sparse_all_ones_equals_full_bitwise(semantics, method, rng):
+    a = rng.normal(size=(5, 300)) + 0.3j * rng.normal(size=(5, 300))
+    b = rng.uniform(0.5, 1.5, size=(5, 299))
+    c = rng.uniform(0.5, 1.5, size=(5, 299))
+    z = 0.3 + 1j
+    full = bknumba.bk_core(a, b, c, z, method=method)
+    sparse = bknumba.sparse_bk_core(a, b, c, np.ones(a.shape, bool), z,
+                                    semantics=semantics, method=method)
+    assert np.array_equal(full, sparse)
+
+
+@pytest.mark.parametrize("semantics,method", SPARSE_COMBOS)
+def test_mask_is_per_element(semantics, method, rng):
+    a = -2 + rng.uniform(-3, 3, size=(4, 64))
+    mask = rng.random((4, 64)) < 0.6
+    g0 = bknumba.sparse_bk_core(a, 1.0, 1.0, mask, semantics=semantics, method=method)
+    mask2 = mask.copy()
+    mask2[1, 10] = ~mask2[1, 10]
+    mask2[1, 40] = ~mask2[1, 40]
+    g1 = bknumba.sparse_bk_core(a, 1.0, 1.0, mask2, semantics=semantics, method=method)
+    others = [0, 2, 3]
+    assert np.array_equal(g0[others], g1[others])
+    if semantics != "exact":
+        assert not np.array_equal(g0[1], g1[1])
+
+
+def test_sparse_error_levels_match_spec(rng):
+    """The spec's table: seed error O(1), local ~0.1, exact 0 (model inputs, N = 128)."""
+    a = -2 + rng.uniform(-3, 3, size=(20, 128))
+    full = bknumba.bk_core(a, 1.0, 1.0)
+    for sparsity in (0.1, 0.5):
+        mask = rng.random(a.shape) >= sparsity
+        err = {}
+        for sem in ("seed", "local", "exact"):
+            g = bknumba.sparse_bk_core(a, 1.0, 1.0, mask, semantics=sem)
+            err[sem] = np.median(np.max(np.abs(g - full) * mask, axis=1)
+                                 / np.max(np.abs(full), axis=1))
+        assert err["exact"] == 0.0
+        assert 0.01 < err["local"] < 0.5
+        assert err["seed"] > 0.3
+
+
+# --- long rows against extended precision ------------------------------------------
+
+@pytest.mark.parametrize("n", [100_000, 1_000_000])
+@pytest.mark.parametrize("method", METHODS)
+def test_long_rows_extended_precision(n, method, rng):
+    a = -2 + rng.uniform(-3, 3, size=(2, n))
+    b = rng.uniform(0.5, 1.5, size=(2, n - 1))
+    g = bknumba.bk_core(a, b, b, 0.1j + 0.2, method=method)
+    ref = bk_core_extended(a, b, b, 0.1j + 0.2)
+    assert np.all(np.isfinite(g))
+    assert relative_error(g, ref).max() <= 1e-12
+
+
+def test_extended_reference_matches_scipy(rng):
+    a = rng.normal(size=(3, 200)) + 0.2j * rng.normal(size=(3, 200))
+    b = rng.uniform(0.5, 1.5, size=(3, 199))
+    c = rng.uniform(0.5, 1.5, size=(3, 199))
+    ref = bk_core_banded(a, b, c, 1j)
+    assert relative_error(bk_core_extended(a, b, c, 1j, chunk=7), ref).max() <= 1e-13
+
+
+def test_no_overflow_where_raw_continuants_do(rng):
+    a = -2 + rng.uniform(-3, 3, size=(2, 3000))
+    naive_theta, _ = naive.theta_phi(a[0], np.ones(2999), np.ones(2999), 1j)
+    assert not np.isfinite(naive_theta[-1])  # the raw recursion overflows
+    ref = bk_core_banded(a, 1.0, 1.0)
+    for method in METHODS:
+        assert relative_error(bknumba.bk_core(a, 1.0, 1.0, method=method), ref).max() < 1e-12
+
+
+# --- theta_phi ----------------------------------------------------------------------
+
+def test_theta_phi_matches_raw_recursion(rng):
+    a = rng.normal(size=(3, 30)) + 0.5j
+    b = rng.uniform(0.5, 1.5, size=(3, 29))
+    c = rng.uniform(0.5, 1.5, size=(3, 29))
+    mask = rng.random((3, 30)) < 0.5
+    for m in (None, mask):
+        tp = bknumba.theta_phi(a, b, c, 0.2 + 1j, mask=m)
+        for r in range(3):
+            theta, phi = naive.theta_phi(a[r], b[r], c[r], 0.2 + 1j, None if m is None else m[r])
+            np.testing.assert_allclose(tp.theta[r], theta, rtol=1e-12)
+            np.testing.assert_allclose(tp.phi[r], phi, rtol=1e-12)
+        mmax = np.maximum(np.abs(tp.theta_mantissa.real), np.abs(tp.theta_mantissa.imag))
+        assert np.all((mmax >= 0.5) & (mmax < 1))
+
+
+def test_theta_phi_long_row_log_scale():
+    n = 5000
+    tp = bknumba.theta_phi(np.full(n, -2.0), 1.0, 1.0, 1j)
+    # |theta_m| grows like |lambda|^m, lambda the larger root of x^2 - (-2 - 1j) x + 1
+    lam = np.max(np.abs(np.roots([1, 2 + 1j, 1])))
+    slope = (tp.log_abs_theta()[-1] - tp.log_abs_theta()[n // 2]) / (n - n // 2)
+    assert abs(slope - np.log(lam)) < 1e-6
+    assert relative_error(tp.g(), bknumba.bk_core(np.full(n, -2.0), 1.0, 1.0))[0] < 1e-12
+
+
+# --- edge cases ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("method", METHODS)
+def test_empty_and_tiny(method):
+    assert bknumba.bk_core(np.zeros(0), [], [], method=method).shape == (0,)
+    assert bknumba.bk_core(np.zeros((3, 0)), np.zeros((3, 0)), 1.0, method=method).shape == (3, 0)
+    assert bknumba.bk_core(np.zeros((0, 5)), 1.0, 1.0, method=method).shape == (0, 5)
+    g1 = bknumba.bk_core([0.5], [], [], 2j, method=method)
+    assert g1.shape == (1,) and g1[0] == pytest.approx(1 / (0.5 - 2j), rel=1e-15)
+    a, b, c, z = [1.0, -0.5], [2.0], [0.25], 0.1 + 1j
+    T = np.array([[1.0, 2.0], [0.25, -0.5]]) - z * np.eye(2)
+    np.testing.assert_allclose(bknumba.bk_core(a, b, c, z, method=method),
+                               np.diag(np.linalg.inv(T)), rtol=1e-14)
+
+
+def test_batch_of_one_and_lists_and_scalars():
+    a = [[-2.0, -1.0, -2.5, 0.3]]
+    g = bknumba.bk_core(a, [[1.0, 2.0, 0.5]], [[1.0, 1.0, 1.0]], [1j])
+    ref = bk_core_banded(np.array(a), np.array([[1.0, 2.0, 0.5]]), 1.0, 1j)
+    assert g.shape == (1, 4)
+    np.testing.assert_allclose(g, ref, rtol=1e-13)
+    g1 = bknumba.bk_core(a[0], [1.0, 2.0, 0.5], 1.0, 1j)
+    assert g1.shape == (4,)
+    np.testing.assert_array_equal(g1, g[0])
+
+
+def test_integer_and_float32_inputs():
+    g = bknumba.bk_core(np.array([-2, -1, -3], dtype=np.int32), np.int64(1), np.float32(1.0))
+    ref = bk_core_banded(np.array([-2.0, -1.0, -3.0]), 1.0, 1.0)
+    np.testing.assert_allclose(g, ref, rtol=1e-14)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_inputs_not_modified_readonly_noncontiguous(method, rng):
+    base = rng.normal(size=(6, 40)) + 0.1j
+    a = base[::2, ::2]  # non-contiguous (3, 20)
+    b = rng.normal(size=(3, 38))[:, ::2][:, :19]
+    c = np.asfortranarray(rng.normal(size=(3, 19)))
+    z = np.array([1j, 0.5 + 1j, 2j])
+    mask = rng.random((3, 20)) < 0.5
+    for arr in (a, b, c, z, mask):
+        arr.flags.writeable = False
+    copies = [x.copy() for x in (a, b, c, z, mask)]
+    g = bknumba.bk_core(a, b, c, z, method=method)
+    bknumba.sparse_bk_core(a, b, c, mask, z, semantics="exact", method=method)
+    bknumba.theta_phi(a, b, c, z, mask=mask)
+    for x, y in zip((a, b, c, z, mask), copies):
+        np.testing.assert_array_equal(x, y)
+    np.testing.assert_allclose(g, bk_core_banded(np.ascontiguousarray(a), b, c, z), rtol=1e-12)
+
+
+def test_mask_forms(rng):
+    a = -2 + rng.uniform(-3, 3, size=(3, 10))
+    m = rng.random(10) < 0.5
+    g_bool = bknumba.sparse_bk_core(a, 1.0, 1.0, m)
+    g_int = bknumba.sparse_bk_core(a, 1.0, 1.0, m.astype(int))
+    g_float = bknumba.sparse_bk_core(a, 1.0, 1.0, np.tile(m.astype(float), (3, 1)))
+    assert np.array_equal(g_bool, g_int) and np.array_equal(g_bool, g_float)
+
+
+# --- errors -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,match", [
+    ((np.zeros((2, 5)), np.ones((2, 3)), 1.0), r"b has shape \(2, 3\); expected \(2, 4\)"),
+    ((np.zeros((2, 5)), 1.0, np.ones(5)), r"c has shape \(5,\); expected \(4,\)"),
+    ((np.zeros((2, 2, 2)), 1.0, 1.0), r"a must have shape \(N,\) or \(B, N\)"),
+    ((np.zeros(5), np.ones((1, 4)), 1.0), r"b has shape \(1, 4\)"),
+])
+def test_shape_errors(args, match):
+    with pytest.raises(ValueError, match=match):
+        bknumba.bk_core(*args)
+
+
+def test_z_shape_and_type_errors():
+    with pytest.raises(ValueError, match=r"z has shape \(3,\); expected a scalar or one value per row, shape \(2,\)"):
+        bknumba.bk_core(np.zeros((2, 4)), 1.0, 1.0, z=np.ones(3) * 1j)
+    with pytest.raises(TypeError, match="a must be numeric"):
+        bknumba.bk_core(["x", "y"], 1.0, 1.0)
+    with pytest.raises(TypeError, match="z must be numeric"):
+        bknumba.bk_core([1.0, 2.0], 1.0, 1.0, z="1j")
+    with pytest.raises(TypeError, match="a must be numeric"):
+        bknumba.bk_core(np.array([True, False]), 1.0, 1.0)
+
+
+def test_nonfinite_errors():
+    a = np.zeros((2, 4))
+    a[1, 2] = np.nan
+    with pytest.raises(ValueError, match="a contains a non-finite value .* at row 1, position 2"):
+        bknumba.bk_core(a, 1.0, 1.0)
+    with pytest.raises(ValueError, match="b contains a non-finite value .* at position 1"):
+        bknumba.bk_core(np.zeros(4), [1.0, np.inf, 1.0], 1.0)
+    g = bknumba.bk_core(a, 1.0, 1.0, check_finite=False, on_singular="nan")
+    assert np.all(np.isfinite(g[0])) and np.all(np.isnan(g[1]))
+
+
+def test_option_errors():
+    a = np.zeros(4)
+    with pytest.raises(ValueError, match="method='lu' is not one of"):
+        bknumba.bk_core(a, 1.0, 1.0, method="lu")
+    with pytest.raises(ValueError, match="semantics='approx' is not one of"):
+        bknumba.sparse_bk_core(a, 1.0, 1.0, np.ones(4), semantics="approx")
+    with pytest.raises(ValueError, match="semantics='seed' is defined for method 'theta_phi'"):
+        bknumba.sparse_bk_core(a, 1.0, 1.0, np.ones(4), semantics="seed", method="ratio")
+    with pytest.raises(ValueError, match="device='tpu'"):
+        bknumba.bk_core(a, 1.0, 1.0, device="tpu")
+    with pytest.raises(ValueError, match="mask must contain only 0 and 1; found 2 at row 0, position 3"):
+        bknumba.sparse_bk_core(a, 1.0, 1.0, [1, 1, 0, 2])
+    with pytest.raises(ValueError, match=r"mask has shape \(3,\); expected \(4,\)"):
+        bknumba.sparse_bk_core(a, 1.0, 1.0, [1, 1, 0])
+
+
+def test_singular_pivot_reported():
+    # row 1: T - zI = 0 at position 2 (a = z, decoupled), so G is infinite there
+    a = np.full((3, 5), -2.0)
+    b = np.ones((3, 4))
+    b[1, 1:3] = 0.0
+    a[1, 2] = 0.0
+    with pytest.raises(bknumba.SingularResolventError, match="batch row 1 at position 2") as exc:
+        bknumba.bk_core(a, b, 1.0, z=0.0)
+    assert isinstance(exc.value, np.linalg.LinAlgError)
+    assert list(exc.value.rows) == [1] and list(exc.value.positions) == [2]
+    g = bknumba.bk_core(a, b, 1.0, z=0.0, on_singular="nan")
+    assert np.all(np.isnan(g[1]))
+    ref = bk_core_banded(a[[0, 2]], b[[0, 2]], 1.0, 0.0)
+    np.testing.assert_allclose(g[[0, 2]], ref, rtol=1e-12)
+    with pytest.raises(bknumba.SingularResolventError, match=r"det\(T - zI\)"):
+        bknumba.bk_core(a, b, 1.0, z=0.0, method="theta_phi")
+
+
+def test_singular_leading_block_theta_phi_recovers():
+    # [[0, 1], [1, 0]]: the first pivot is 0 but the matrix is invertible
+    with pytest.raises(bknumba.SingularResolventError, match="method='theta_phi' may still"):
+        bknumba.bk_core([0.0, 0.0], 1.0, 1.0, z=0.0)
+    g = bknumba.bk_core([0.0, 0.0], 1.0, 1.0, z=0.0, method="theta_phi")
+    np.testing.assert_array_equal(g, [0.0, 0.0])
+
+
+def test_near_singular_real_z_on_eigenvalue():
+    a = np.full(6, -2.0)
+    ev = np.linalg.eigvalsh(np.diag(a) + np.diag(np.ones(5), 1) + np.diag(np.ones(5), -1))
+    for method in METHODS:
+        with pytest.raises(bknumba.SingularResolventError):
+            bknumba.bk_core(a, 1.0, 1.0, z=ev[2], method=method)
+
+
+# --- package hygiene ----------------------------------------------------------------
+
+def test_import_compiles_nothing_and_skips_cuda():
+    code = (
+        "import sys, bknumba; "
+        "bad = [m for m in sys.modules if m.startswith(('numba.cuda', 'bknumba.cpu', "
+        "'bknumba.cuda', 'bknumba.nn', 'dask', 'torch'))]; "
+        "print(bad); assert not bad, bad"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_config_defaults():
+    from bknumba import _config
+
+    assert _config.DEFAULTS == {"cache": True, "cache_parallel": False, "fastmath": False,
+                                "tile": 8, "threads_per_block": 128, "pivot_rtol": 1e-13}
+    assert _config.parallel_jit_kwargs()["parallel"] is True
