@@ -222,14 +222,21 @@ def sparse_bk_core(a, b, c, mask, z=1j, *, semantics="local", method=None, devic
 
 
 def _run_sparse_cpu(problem: Problem, method, rec_mask, combine_mask):
-    """Sparse kernels: one row per tile, so masked positions really skip work."""
-    if method == "ratio":
-        from .cpu.ratio import run_ratio
+    """Sparse kernels: masked positions skip their coupling work and combine.
 
-        return run_ratio(problem.a, problem.k, problem.z, rec_mask, combine_mask, tile=1)
+    "local" (ratio, ``rec_mask`` set) visits computed positions only
+    (:func:`bknumba.cpu.ratio.run_local`); "exact" and "seed" run the tiled
+    kernels, which skip the masked work per element with a branch.
+    """
+    if method == "ratio":
+        from .cpu.ratio import run_local, run_ratio
+
+        if rec_mask is not None:
+            return run_local(problem.a, problem.k, problem.z, rec_mask)
+        return run_ratio(problem.a, problem.k, problem.z, rec_mask, combine_mask)
     from .cpu.theta_phi import run_theta_phi
 
-    return run_theta_phi(problem.a, problem.k, problem.z, rec_mask, combine_mask, tile=1)
+    return run_theta_phi(problem.a, problem.k, problem.z, rec_mask, combine_mask)
 
 
 @dataclass(frozen=True)
