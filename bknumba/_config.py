@@ -16,6 +16,10 @@ imported (never at ``import bknumba``):
     Rows per SIMD tile in the batch-interleaved CPU kernels.
 ``BKNUMBA_THREADS_PER_BLOCK`` (default ``128``)
     CUDA threads per block.
+``BKNUMBA_SERIAL_BELOW`` (default ``65536``)
+    Problems with fewer than this many elements (B * N) run the drivers
+    compiled without ``parallel=True``: waking the thread pool costs more
+    than the work (and much more on a loaded machine).
 ``BKNUMBA_PIVOT_RTOL`` (default ``1e-13``)
     Relative pivot tolerance: a pivot ``L = d - k / L_prev`` with
     ``|L| <= rtol * (|d| + |k / L_prev|)`` is reported as singular.
@@ -33,6 +37,7 @@ DEFAULTS = {
     "tile": 8,
     "threads_per_block": 128,
     "pivot_rtol": 1e-13,
+    "serial_below": 65536,
 }
 
 
@@ -53,6 +58,7 @@ def _read() -> dict:
             os.environ.get("BKNUMBA_THREADS_PER_BLOCK", DEFAULTS["threads_per_block"])
         ),
         "pivot_rtol": float(os.environ.get("BKNUMBA_PIVOT_RTOL", DEFAULTS["pivot_rtol"])),
+        "serial_below": int(os.environ.get("BKNUMBA_SERIAL_BELOW", DEFAULTS["serial_below"])),
     }
 
 
@@ -63,6 +69,18 @@ options = _read()
 def serial_jit_kwargs() -> dict:
     """Keyword arguments for ``numba.njit`` on serial kernels."""
     return {"cache": options["cache"], "fastmath": options["fastmath"], "nogil": True}
+
+
+def serial_twin(parallel_driver):
+    """The same driver compiled without ``parallel=True`` (``prange`` acts as ``range``)."""
+    from numba import njit
+
+    return njit(error_model="numpy", **serial_jit_kwargs())(parallel_driver.py_func)
+
+
+def pick_driver(parallel_driver, serial_driver, elements: int):
+    """The serial twin for small problems (see ``BKNUMBA_SERIAL_BELOW``)."""
+    return serial_driver if elements < options["serial_below"] else parallel_driver
 
 
 def parallel_jit_kwargs() -> dict:

@@ -29,7 +29,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._config import options, parallel_jit_kwargs, serial_jit_kwargs
+from .._config import options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin
 
 __all__ = ["ratio_driver", "ratio_tile"]
 
@@ -175,7 +175,8 @@ def run_ratio(a, k, z, rec_mask=None, combine_mask=None, tile=None):
     ntiles = (batch + tile - 1) // tile
     chunks = min(ntiles, 4 * numba.get_num_threads())
     rtol = options["pivot_rtol"]
-    ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol * rtol, tile, chunks)
+    driver = pick_driver(ratio_driver, _ratio_driver_serial, batch * n)
+    driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol * rtol, tile, chunks)
     return out, first_bad
 
 
@@ -307,5 +308,10 @@ def run_local(a, k, z, mask):
         return out, first_bad
     chunks = min(batch, 4 * numba.get_num_threads())
     rtol = options["pivot_rtol"]
-    local_driver(a, k, z, mask, out, first_bad, rtol * rtol, chunks)
+    driver = pick_driver(local_driver, _local_driver_serial, batch * n)
+    driver(a, k, z, mask, out, first_bad, rtol * rtol, chunks)
     return out, first_bad
+
+
+_ratio_driver_serial = serial_twin(ratio_driver)
+_local_driver_serial = serial_twin(local_driver)

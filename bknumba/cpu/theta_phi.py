@@ -23,7 +23,7 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._config import options, parallel_jit_kwargs, serial_jit_kwargs
+from .._config import options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin
 
 __all__ = ["SHIFT", "theta_phi_driver", "run_theta_phi"]
 
@@ -252,8 +252,12 @@ def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=Fal
             tile = options["tile"]
         tile = max(1, min(tile, batch))
         rtol = options["pivot_rtol"]
-        theta_phi_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol * rtol, tile,
+        driver = pick_driver(theta_phi_driver, _theta_phi_driver_serial, batch * n)
+        driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol * rtol, tile,
                          _chunks(batch, tile), _POW, theta_out, phi_out)
     if keep:
         return out, first_bad, theta_out, phi_out
     return out, first_bad
+
+
+_theta_phi_driver_serial = serial_twin(theta_phi_driver)
