@@ -1,0 +1,371 @@
+"""bknumba.nn without torch: layers, masks, compat recursion, export/load, validation, input errors."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+from scipy.special import erf
+
+import bknumba
+import bknumba.nn as bnn
+from bknumba.nn import compat, layers, masks
+from bknumba.nn.interp import linear_interpolate
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers: a random, valid state dict for any module, built from its declared specs
+# ------------------------------------------------------------------------------------------------
+def random_state(kind, config, seed=0):
+    rng = np.random.default_rng(seed)
+    mod = bnn.build(kind, config)
+    sd = {}
+    for key, spec in mod.specs().items():
+        if spec.kind == "c":
+            sd[key] = np.array(1j, dtype=np.complex64)
+        elif spec.kind == "i":
+            sd[key] = np.array(3, dtype=np.int64)
+        elif key.endswith("h0_diag_base"):
+            sd[key] = np.full(spec.shape, -2.0, np.float32)
+        elif key.endswith(("h0_sub_base", "h0_super_base")):
+            sd[key] = np.ones(spec.shape, np.float32)
+        else:
+            sd[key] = (0.3 * rng.standard_normal(spec.shape)).astype(np.float32)
+    return sd
+
+
+D, N = 8, 16
+CORE_CFG = dict(d_model=D, n_seq=N, target_sparsity=0.5)
+
+
+@pytest.fixture
+def core_file(tmp_path):
+    path = tmp_path / "core.npz"
+    bnn.export_state_dict(random_state("SparseBKCore", CORE_CFG), path, "SparseBKCore", **CORE_CFG)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------
+# layers
+# ------------------------------------------------------------------------------------------------
+def test_gelu_float32_matches_erf():
+    x = np.linspace(-9, 9, 20001).astype(np.float32)
+    exact = 0.5 * x.astype(np.float64) * (1 + erf(x.astype(np.float64) / np.sqrt(2)))
+    got = layers.gelu(x)
+    assert got.dtype == np.float32
+    assert np.max(np.abs(got - exact)) <= 3e-7 * np.max(np.abs(exact))
+    big = np.abs(exact) > 1e-3
+    assert np.max(np.abs(got[big] - exact[big]) / np.abs(exact[big])) < 1e-6
+
+
+def test_conv1d_matches_direct_sum(rng):
+    x = rng.standard_normal((2, 7, 3))
+    w = rng.standard_normal((4, 3, 5))
+    b = rng.standard_normal(4)
+    xp = np.pad(x, ((0, 0), (2, 2), (0, 0)))
+    direct = np.stack([np.einsum("bjc,ocj->bo", xp[:, i:i + 5], w) for i in range(7)], 1) + b
+    np.testing.assert_allclose(layers.conv1d(x, w, b), direct, rtol=1e-12)
+
+
+def test_layer_norm_does_not_modify_input(rng):
+    x = rng.standard_normal((3, 5)).astype(np.float32)
+    x0 = x.copy()
+    y = layers.layer_norm(x, np.ones(5, np.float32), np.zeros(5, np.float32))
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_allclose(y.mean(-1), 0, atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------------
+# masks
+# ------------------------------------------------------------------------------------------------
+def test_topk_mask_count_and_ties():
+    logits = np.array([[1.0, 3.0, 3.0, 0.0, 3.0]], np.float32)
+    m = masks.topk_mask(logits, 2)
+    np.testing.assert_array_equal(m, [[0, 1, 1, 0, 0]])
+    assert masks.topk_count(128, 0.6) == 51 and masks.topk_count(100, 0.9) == 9
+    assert masks.topk_mask(logits, 0).sum() == 0
+
+
+def test_gumbel_mask_seeded_and_biased():
+    logits = np.zeros((200, 200), np.float32)
+    m1 = masks.gumbel_sigmoid_mask(logits, rng=1)
+    m2 = masks.gumbel_sigmoid_mask(logits, rng=1)
+    np.testing.assert_array_equal(m1, m2)
+    assert set(np.unique(m1)) <= {0.0, 1.0}
+    # one Gumbel sample: P(keep | logit 0) = 1 - 1/e, not 1/2
+    assert abs(m1.mean() - (1 - np.exp(-1))) < 0.01
+
+
+def test_linear_interpolation_rules():
+    f = np.zeros((3, 5, 2))
+    f[0, 1] = [1, 1]
+    f[0, 3] = [3, 5]
+    m = np.array([[0, 1, 0, 1, 0], [0, 0, 0, 0, 0], [1, 1, 1, 1, 1]], float)
+    out = linear_interpolate(f, m)
+    np.testing.assert_allclose(out[0], [[1, 1], [1, 1], [2, 3], [3, 5], [3, 5]])
+    np.testing.assert_array_equal(out[1], 0)
+
+
+# ------------------------------------------------------------------------------------------------
+# compat: the original sparse recursion keeps its defects
+# ------------------------------------------------------------------------------------------------
+def _dense_inverse(a, b=1.0, c=1.0, z=1j):
+    n = a.size
+    t = np.diag(a.astype(complex)) + np.diag(np.full(n - 1, b), 1) + np.diag(np.full(n - 1, c), -1)
+    return np.linalg.inv(t - z * np.eye(n))
+
+
+def test_sparse_v1_defects(rng):
+    a = -2 + 0.5 * rng.standard_normal((2, 12))
+    one = np.ones((2, 11))
+    full = compat.sparse_v1_g(a, one, one, 1j, np.ones((2, 12)))
+    inv = _dense_inverse(a[0])
+    # zero sparsity: 1 - b G[i, i-1] (and exactly 1 at i = 0), not G[i, i]
+    expected = np.concatenate([[1.0], 1 - np.diag(inv, -1)])
+    np.testing.assert_allclose(full[0], expected, rtol=1e-10)
+    assert np.max(np.abs(full[0] - np.diag(inv))) > 0.3
+    # every position masked: identically 1
+    np.testing.assert_allclose(compat.sparse_v1_g(a, one, one, 1j, np.zeros((2, 12))), 1.0)
+    # batch-wide masking: masking row 1 changes row 0
+    m = np.ones((2, 12))
+    m[1, 5] = 0
+    assert np.max(np.abs(compat.sparse_v1_g(a, one, one, 1j, m)[0] - full[0])) > 1e-3
+
+
+def test_clip_magnitude():
+    g = np.array([100.0 + 0j, 3 + 4j, 0.5j])
+    out = compat.clip_magnitude(g, 4.0)
+    np.testing.assert_allclose(np.abs(out), [4.0, 4.0, 0.5], rtol=1e-8)
+    assert g[0] == 100.0
+
+
+# ------------------------------------------------------------------------------------------------
+# modules without torch: exact features, defaults, options
+# ------------------------------------------------------------------------------------------------
+def test_sparse_bk_core_exact_features(core_file, rng):
+    mod = bnn.load(core_file)
+    x = rng.standard_normal((3, N, D)).astype(np.float32)
+    v = (0.5 * rng.standard_normal((3, N))).astype(np.float32)
+    x0, v0 = x.copy(), v.copy()
+    final, mask, ratio = mod(x, v)
+    np.testing.assert_array_equal(x, x0)
+    np.testing.assert_array_equal(v, v0)
+    assert final.shape == (3, N, 2) and final.dtype == np.float32 and isinstance(ratio, float)
+    keep = mask > 0.5
+    assert 0 < keep.mean() < 1
+    np.testing.assert_array_equal(mask, (mod.importance_logits(x) > 0).astype(np.float32))
+    g = bknumba.bk_core((-2 + v).astype(np.float64), 1.0, 1.0, 1j)
+    np.testing.assert_allclose(final[..., 0][keep], g.real[keep], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(final[..., 1][keep], g.imag[keep], rtol=1e-6, atol=1e-7)
+    assert ratio == pytest.approx(1 - keep.mean())
+    # model-compat differs from the exact default at computed positions
+    model = bnn.load(core_file, features="model")
+    assert np.max(np.abs(model(x, v)[0] - final)[keep]) > 0.05
+    # deterministic
+    np.testing.assert_array_equal(mod(x, v)[0], final)
+
+
+def test_float64_and_explicit_mask(core_file, rng):
+    mod = bnn.load(core_file, dtype=np.float64)
+    x = rng.standard_normal((2, N, D))
+    v = rng.standard_normal((2, N))
+    m = np.ones((2, N))
+    out, mask, ratio = mod(x, v, mask=m)
+    assert out.dtype == np.float64 and ratio == 0.0
+    g = bknumba.bk_core(-2 + v, 1.0, 1.0, 1j)
+    np.testing.assert_allclose(out[..., 0] + 1j * out[..., 1], g, rtol=1e-12)
+
+
+@pytest.mark.parametrize("features", ["local", "seed"])
+def test_other_semantics(core_file, rng, features):
+    mod = bnn.load(core_file, features=features)
+    x = rng.standard_normal((2, N, D))
+    v = rng.standard_normal((2, N))
+    out, mask, _ = mod(x, v)
+    g = bknumba.sparse_bk_core(-2 + v.astype(np.float32).astype(np.float64), 1.0, 1.0, mask > 0.5,
+                               semantics=features)
+    keep = mask > 0.5
+    np.testing.assert_allclose(out[..., 0][keep], g.real[keep], rtol=1e-5, atol=1e-6)
+
+
+def test_bad_inputs(core_file):
+    mod = bnn.load(core_file)
+    x = np.zeros((2, N, D), np.float32)
+    v = np.zeros((2, N), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        mod(x[0], v)
+    with pytest.raises(ValueError, match="d_model=8"):
+        mod(np.zeros((2, N, D + 1)), v)
+    with pytest.raises(ValueError, match="n_seq=16"):
+        mod(np.zeros((2, N + 2, D)), np.zeros((2, N + 2)))
+    bad = x.copy()
+    bad[0, 3, 1] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        mod(bad, v)
+    with pytest.raises(ValueError, match="batch"):
+        mod(x, np.zeros((3, N)))
+    with pytest.raises(TypeError, match="numeric"):
+        mod(x.astype(complex), v)
+    with pytest.raises(ValueError, match="features"):
+        bnn.load(core_file, features="nonsense")
+    with pytest.raises(TypeError, match="unknown option"):
+        bnn.load(core_file, colour="red")
+
+
+def test_unloaded_module_raises():
+    with pytest.raises(RuntimeError, match="no weights"):
+        bnn.SparseBKCore(8, 16)(np.zeros((1, 16, 8)), np.zeros((1, 16)))
+
+
+def test_learned_sparsity_gumbel_training_mode(tmp_path, rng):
+    cfg = dict(d_model=D, n_seq=N, target_sparsity=0.6)
+    path = tmp_path / "g.safetensors"
+    bnn.export_state_dict(random_state("LearnedSparsityG_ii", cfg), path, "LearnedSparsityG_ii", **cfg)
+    x = rng.standard_normal((4, N, D))
+    v = rng.standard_normal((4, N))
+    a = bnn.load(path, rng=7)(x, v, True)[1]
+    b = bnn.load(path, rng=7)(x, v, True)[1]
+    np.testing.assert_array_equal(a, b)
+    topk = bnn.load(path)(x, v)[1]
+    assert np.all(topk.sum(1) == int(N * 0.4))
+
+
+# ------------------------------------------------------------------------------------------------
+# export / load
+# ------------------------------------------------------------------------------------------------
+ALL = [
+    ("SparseBKCore", CORE_CFG),
+    ("SparseMoELayer", dict(d_model=D, num_experts=3, top_k=2)),
+    ("SparseMoEResNetBKLayer", dict(d_model=D, n_seq=N, num_experts=2)),
+    ("LearnedSparsityG_ii", dict(d_model=D, n_seq=N)),
+    ("SparseBKLayerWithMoE", dict(d_model=D, n_seq=N, num_experts=2)),
+    ("AdaptiveDownsampling", dict(d_model=D, n_seq=N)),
+    ("AdaptiveUpsampling", dict(d_model=D, n_seq_down=N)),
+    ("MultiScaleBKLayer", dict(d_model=D, n_seq=N, num_experts=2)),
+    ("MultiScaleResNetBKBlock", dict(d_model=D, n_seq=N, num_experts=2, hierarchical=True)),
+]
+
+
+@pytest.mark.parametrize("fmt", ["npz", "safetensors"])
+@pytest.mark.parametrize("kind,cfg", ALL, ids=[k for k, _ in ALL])
+def test_roundtrip_identical(tmp_path, kind, cfg, fmt):
+    sd = random_state(kind, cfg, seed=3)
+    path = tmp_path / f"m.{fmt}"
+    meta = bnn.export_state_dict(sd, path, kind, source={"note": "test"}, **cfg)
+    mod = bnn.load(path)
+    assert mod.kind == kind and mod.metadata["config"] == cfg
+    assert meta["bknumba_version"] == bknumba.__version__ and meta["source"]["note"] == "test"
+    ignored = set(bnn.IGNORED_BUFFERS)
+    back = mod.state_dict()
+    assert set(back) == {k for k in sd if k.rsplit(".", 1)[-1] not in ignored}
+    for k, val in back.items():
+        np.testing.assert_array_equal(val, sd[k].astype(val.dtype))
+    arrays, _ = bnn.read_file(path)  # the file itself: identical keys, dtypes, shapes, values
+    assert set(arrays) == set(sd)
+    for k, val in arrays.items():
+        assert val.dtype == sd[k].dtype and val.shape == sd[k].shape
+        np.testing.assert_array_equal(val, sd[k])
+
+
+def test_ignored_buffers_optional(tmp_path):
+    cfg = dict(d_model=D, n_seq=N)
+    sd = random_state("LearnedSparsityG_ii", cfg)
+    del sd["total_flops_saved"], sd["total_forward_calls"]
+    bnn.export_state_dict(sd, tmp_path / "a.npz", "LearnedSparsityG_ii", **cfg)
+    bnn.load(tmp_path / "a.npz")
+
+
+def test_all_problems_reported_at_once(tmp_path):
+    sd = random_state("SparseBKCore", CORE_CFG)
+    del sd["interpolator.0.bias"]
+    sd["extra.weight"] = np.zeros(3, np.float32)
+    sd["interpolator.2.weight"] = np.zeros((16, 16, 5), np.float32)
+    sd["importance_predictor.0.weight"] = sd["importance_predictor.0.weight"].astype(np.int32)
+    sd["interpolator.4.bias"] = np.array([np.nan, 0], np.float32)
+    with pytest.raises(bnn.StateDictError) as ei:
+        bnn.export_state_dict(sd, tmp_path / "x.npz", "SparseBKCore", **CORE_CFG)
+    text = str(ei.value)
+    assert len(ei.value.problems) == 5
+    for part in ("missing key 'interpolator.0.bias'", "unexpected key 'extra.weight'",
+                 "(16, 16, 5)", "dtype int32", "non-finite"):
+        assert part in text
+    # the same problems are found on load of a file written without validation
+    bnn.export_state_dict(sd, tmp_path / "x.npz", "SparseBKCore", validate=False, **CORE_CFG)
+    with pytest.raises(bnn.StateDictError) as ei2:
+        bnn.load(tmp_path / "x.npz")
+    assert sorted(ei2.value.problems) == sorted(ei.value.problems)
+
+
+def test_unknown_kind_and_bad_config(tmp_path):
+    with pytest.raises(bnn.StateDictError, match="unknown module kind 'Nope'"):
+        bnn.export_state_dict({}, tmp_path / "x.npz", "Nope")
+    with pytest.raises(bnn.StateDictError, match="no constructor argument 'colour'"):
+        bnn.export_state_dict({}, tmp_path / "x.npz", "SparseBKCore", d_model=8, n_seq=16, colour=1)
+    with pytest.raises(bnn.StateDictError, match="needs the constructor argument 'n_seq'"):
+        bnn.export_state_dict({}, tmp_path / "x.npz", "SparseBKCore", d_model=8)
+
+
+def test_mismatched_config_on_load(core_file, tmp_path):
+    # same weights, declared with another n_seq -> shape errors
+    sd = random_state("SparseBKCore", CORE_CFG)
+    bad = dict(CORE_CFG, n_seq=N * 2)
+    bnn.export_state_dict(sd, tmp_path / "m.npz", "SparseBKCore", validate=False, **bad)
+    with pytest.raises(bnn.StateDictError, match="h0_diag_base"):
+        bnn.load(tmp_path / "m.npz")
+
+
+@pytest.mark.parametrize("fmt", ["npz", "safetensors"])
+def test_truncated_and_corrupted(tmp_path, fmt):
+    path = tmp_path / f"m.{fmt}"
+    bnn.export_state_dict(random_state("SparseBKCore", CORE_CFG), path, "SparseBKCore", **CORE_CFG)
+    data = path.read_bytes()
+    trunc = tmp_path / f"t.{fmt}"
+    trunc.write_bytes(data[: len(data) // 2])
+    with pytest.raises(bnn.FileFormatError, match="corrupted or truncated"):
+        bnn.load(trunc)
+    junk = tmp_path / f"j.{fmt}"
+    junk.write_bytes(b"\x00garbage" * 10)
+    with pytest.raises(bnn.FileFormatError):
+        bnn.load(junk)
+
+
+def test_foreign_and_pickled_npz(tmp_path):
+    np.savez(tmp_path / "plain.npz", a=np.zeros(2))
+    with pytest.raises(bnn.FileFormatError, match="no bknumba metadata"):
+        bnn.load(tmp_path / "plain.npz")
+    np.savez(tmp_path / "obj.npz", a=np.array([{"x": 1}], dtype=object),
+             __bknumba_metadata__=np.array("{}"))
+    with pytest.raises(bnn.FileFormatError):
+        bnn.load(tmp_path / "obj.npz")
+    with pytest.raises(ValueError, match="extension"):
+        bnn.load(tmp_path / "x.pt")
+
+
+def test_bad_metadata(tmp_path):
+    np.savez(tmp_path / "m.npz", __bknumba_metadata__=np.array("{not json"))
+    with pytest.raises(bnn.FileFormatError, match="JSON"):
+        bnn.load(tmp_path / "m.npz")
+    meta = {"format": "bknumba.nn", "format_version": 1, "kind": "Unknown", "config": {}}
+    np.savez(tmp_path / "k.npz", __bknumba_metadata__=np.array(json.dumps(meta)))
+    with pytest.raises(bnn.StateDictError, match="unknown module kind"):
+        bnn.load(tmp_path / "k.npz")
+
+
+def test_import_does_not_import_torch():
+    code = "import sys, bknumba.nn; assert 'torch' not in sys.modules; print('ok')"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "ok"
+
+
+def test_doctests():
+    import doctest
+
+    from bknumba.nn import compat as c
+    from bknumba.nn import export, interp, io, modules
+
+    for m in (layers, masks, c, interp, io, export, modules):
+        res = doctest.testmod(m, optionflags=doctest.NORMALIZE_WHITESPACE)
+        assert res.failed == 0, m.__name__
