@@ -12,7 +12,7 @@ imported (never at ``import bknumba``):
 ``BKNUMBA_FASTMATH`` (default ``0``)
     ``fastmath=True``. Off: it may reorder the recursions and break the
     bit-for-bit agreement between full and sparse kernels.
-``BKNUMBA_TILE`` (default ``8``)
+``BKNUMBA_TILE`` (default ``4``)
     Rows per SIMD tile in the batch-interleaved CPU kernels.
 ``BKNUMBA_THREADS_PER_BLOCK`` (default ``128``)
     CUDA threads per block.
@@ -34,7 +34,7 @@ DEFAULTS = {
     "cache": True,
     "cache_parallel": False,
     "fastmath": False,
-    "tile": 8,
+    "tile": 4,
     "threads_per_block": 128,
     "pivot_rtol": 1e-13,
     "serial_below": 65536,

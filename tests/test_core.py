@@ -396,6 +396,6 @@ def test_config_defaults():
     from bknumba import _config
 
     assert _config.DEFAULTS == {"cache": True, "cache_parallel": False, "fastmath": False,
-                                "tile": 8, "threads_per_block": 128, "pivot_rtol": 1e-13,
+                                "tile": 4, "threads_per_block": 128, "pivot_rtol": 1e-13,
                                 "serial_below": 65536}
     assert _config.parallel_jit_kwargs()["parallel"] is True
