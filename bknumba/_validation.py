@@ -99,14 +99,14 @@ def _off_diagonal(name: str, value, batch: int, n: int, squeeze: bool) -> np.nda
     arr = _as_numeric(name, value)
     m = max(n - 1, 0)
     if arr.ndim == 0:
-        return np.broadcast_to(arr, (batch, m))
+        return arr
     if arr.ndim == 1:
         if arr.shape[0] != m:
             raise ValueError(
                 f"{name} has shape {arr.shape}; expected ({m},) (N - 1 for a of length N = {n})"
                 + ("" if squeeze else f" or ({batch}, {m})")
             )
-        return np.broadcast_to(arr, (batch, m))
+        return arr
     if arr.ndim == 2 and not squeeze:
         if arr.shape != (batch, m):
             raise ValueError(
@@ -125,8 +125,13 @@ def check_choice(name: str, value, choices) -> None:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
 
 
-def prepare(a, b, c, z=1j, mask=None, *, check_finite: bool = True) -> Problem:
+def prepare(a, b, c, z=1j, mask=None, *, check_finite: bool = True,
+            materialize: bool = True) -> Problem:
     """Validate and normalise the inputs of the BK-Core functions.
+
+    With ``materialize=False``, ``k = b * c`` given as a scalar or one row
+    is returned as a read-only broadcast view (no ``(B, N - 1)`` array is
+    built); the CPU kernels read it as it is.
 
     Raises
     ------
@@ -160,12 +165,19 @@ def prepare(a, b, c, z=1j, mask=None, *, check_finite: bool = True) -> Problem:
     if check_finite:
         _first_nonfinite("a", a_arr, not squeeze)
         for name, arr in (("b", b2), ("c", c2)):
-            _first_nonfinite(name, arr if not squeeze else arr[0], not squeeze)
+            _first_nonfinite(name, arr, not squeeze)
         _first_nonfinite("z", z_arr, not squeeze)
 
     a_out = _to_float(a2)
     # k = b * c: the only combination of the off-diagonals that enters G_ii.
-    k_out = _to_float(np.multiply(b2, c2, dtype=np.result_type(b2, c2, np.float64)))
+    k_small = np.multiply(b2, c2, dtype=np.result_type(b2, c2, np.float64))
+    k_dtype = np.complex128 if k_small.dtype.kind == "c" else np.float64
+    if k_small.ndim == 2:
+        k_out = np.ascontiguousarray(k_small, dtype=k_dtype)
+    else:
+        k_out = np.broadcast_to(k_small.astype(k_dtype, copy=False), (batch, max(n - 1, 0)))
+        if materialize:
+            k_out = np.ascontiguousarray(k_out)
 
     mask_out = None
     if mask is not None:

@@ -138,7 +138,7 @@ def bk_core(a, b, c, z=1j, *, method="ratio", device="cpu", check_finite=True,
 
         return bk_core_cuda(a, b, c, z, method=method, check_finite=check_finite,
                             on_singular=on_singular)
-    problem = prepare(a, b, c, z, check_finite=check_finite)
+    problem = prepare(a, b, c, z, check_finite=check_finite, materialize=False)
     g, first_bad = _run_cpu(problem, method, None, None)
     g = _report_singular(first_bad, problem.n, g, on_singular, method)
     return problem.restore(g)
@@ -214,7 +214,7 @@ def sparse_bk_core(a, b, c, mask, z=1j, *, semantics="local", method=None, devic
                                    check_finite=check_finite, on_singular=on_singular)
     if mask is None:
         raise ValueError("mask is required; use bk_core for the full computation")
-    problem = prepare(a, b, c, z, mask, check_finite=check_finite)
+    problem = prepare(a, b, c, z, mask, check_finite=check_finite, materialize=False)
     rec_mask = None if semantics == "exact" else problem.mask
     g, first_bad = _run_sparse_cpu(problem, method, rec_mask, problem.mask)
     g = _report_singular(first_bad, problem.n, g, on_singular, method)
