@@ -31,7 +31,8 @@ def main():
     elements = rows * n
 
     a_np = -2 + np.random.default_rng(0).uniform(-3, 3, size=(rows, n))
-    bknumba.bk_core(a_np[:64], 1.0, 1.0)  # compile
+    bknumba.bk_core(a_np[:64], 1.0, 1.0)  # compile the serial driver (small blocks)
+    bknumba.bk_core(a_np[:1024], 1.0, 1.0)  # and the parallel one
     t0 = time.perf_counter()
     ref_sum = np.abs(bknumba.bk_core(a_np, 1.0, 1.0)).sum()
     t_mem = time.perf_counter() - t0
