@@ -29,10 +29,10 @@ __all__ = [
     "nn",
     "sparsity",
     "ffn",
-    "cuda",
+    "gpu",
 ]
 
-_LAZY_SUBMODULES = {"reference", "nn", "sparsity", "ffn", "cuda"}
+_LAZY_SUBMODULES = {"reference", "nn", "sparsity", "ffn", "gpu"}
 
 
 def __getattr__(name):

@@ -134,7 +134,7 @@ def bk_core(a, b, c, z=1j, *, method="ratio", device="cpu", check_finite=True,
         return bk_core_dask(a, b, c, z, method=method, device=device,
                             check_finite=check_finite, on_singular=on_singular)
     if device == "cuda":
-        from .cuda.api import bk_core_cuda
+        from .gpu.api import bk_core_cuda
 
         return bk_core_cuda(a, b, c, z, method=method, check_finite=check_finite,
                             on_singular=on_singular)
@@ -208,7 +208,7 @@ def sparse_bk_core(a, b, c, mask, z=1j, *, semantics="local", method=None, devic
                                    device=device, check_finite=check_finite,
                                    on_singular=on_singular)
     if device == "cuda":
-        from .cuda.api import sparse_bk_core_cuda
+        from .gpu.api import sparse_bk_core_cuda
 
         return sparse_bk_core_cuda(a, b, c, mask, z, semantics=semantics, method=method,
                                    check_finite=check_finite, on_singular=on_singular)
@@ -338,7 +338,7 @@ def theta_phi(a, b, c, z=1j, *, mask=None, device="cpu", check_finite=True):
     """
     check_choice("device", device, DEVICES)
     if device == "cuda":
-        from .cuda.api import theta_phi_cuda
+        from .gpu.api import theta_phi_cuda
 
         return theta_phi_cuda(a, b, c, z, mask=mask, check_finite=check_finite)
     from .cpu.theta_phi import SHIFT, run_theta_phi

@@ -1,0 +1,150 @@
+"""Device helpers shared by the CUDA kernels (2x2 Moebius maps, rescaling).
+
+A chunk of the pivot recursion ``L[i] = d[i] - k[i-1] / L[i-1]`` acts on the
+homogeneous vector ``(theta[i+1], theta[i])`` as the 2x2 matrix
+``[[d[i], -k[i-1]], [1, 0]]`` (``[[d[i], 0], [1, 0]]`` at a position whose
+coupling is dropped); the backward recursion likewise with ``k[i]`` on
+``(phi[i-1], phi[i])``. Matrices and vectors are complex, carried with a
+power-of-two scale ``2**(SHIFT * count)`` (count a float64) that is exact,
+so the theta/phi method can use the same products as the ratio method,
+which only needs their directions.
+"""
+from __future__ import annotations
+
+import math
+
+from numba import cuda
+
+SHIFT = 200
+BIG = 2.0 ** SHIFT
+SMALL = 2.0 ** -SHIFT
+
+
+@cuda.jit(device=True, inline=True)
+def mx(x):
+    """max(|re|, |im|): a cheap magnitude."""
+    return max(abs(x.real), abs(x.imag))
+
+
+@cuda.jit(device=True, inline=True)
+def renorm2(x, y, c):
+    """Rescale the pair ``(x, y)`` by powers of 2**SHIFT into range."""
+    s = max(mx(x), mx(y))
+    while s > BIG:
+        x = x * SMALL
+        y = y * SMALL
+        s = s * SMALL
+        c += 1.0
+    while s < SMALL and s > 0.0:
+        x = x * BIG
+        y = y * BIG
+        s = s * BIG
+        c -= 1.0
+    return x, y, c
+
+
+@cuda.jit(device=True, inline=True)
+def renorm4(m00, m01, m10, m11, c):
+    """Rescale a 2x2 matrix by powers of 2**SHIFT into range."""
+    s = max(max(mx(m00), mx(m01)), max(mx(m10), mx(m11)))
+    while s > BIG:
+        m00 = m00 * SMALL
+        m01 = m01 * SMALL
+        m10 = m10 * SMALL
+        m11 = m11 * SMALL
+        s = s * SMALL
+        c += 1.0
+    while s < SMALL and s > 0.0:
+        m00 = m00 * BIG
+        m01 = m01 * BIG
+        m10 = m10 * BIG
+        m11 = m11 * BIG
+        s = s * BIG
+        c -= 1.0
+    return m00, m01, m10, m11, c
+
+
+@cuda.jit(device=True, inline=True)
+def mat_mul(a00, a01, a10, a11, ac, b00, b01, b10, b11, bc):
+    """``A @ B``, rescaled."""
+    return renorm4(a00 * b00 + a01 * b10, a00 * b01 + a01 * b11,
+                   a10 * b00 + a11 * b10, a10 * b01 + a11 * b11, ac + bc)
+
+
+@cuda.jit(device=True, inline=True)
+def mat_vec(a00, a01, a10, a11, ac, x, y, c):
+    """``A @ (x, y)``, rescaled."""
+    return renorm2(a00 * x + a01 * y, a10 * x + a11 * y, ac + c)
+
+
+@cuda.jit(device=True, inline=True)
+def read_mat(arr, o):
+    """Matrix stored as 9 float64 at ``arr[o:o + 9]`` (re/im of 4 entries, count)."""
+    return (complex(arr[o], arr[o + 1]), complex(arr[o + 2], arr[o + 3]),
+            complex(arr[o + 4], arr[o + 5]), complex(arr[o + 6], arr[o + 7]), arr[o + 8])
+
+
+@cuda.jit(device=True, inline=True)
+def write_mat(arr, o, m00, m01, m10, m11, c):
+    arr[o] = m00.real
+    arr[o + 1] = m00.imag
+    arr[o + 2] = m01.real
+    arr[o + 3] = m01.imag
+    arr[o + 4] = m10.real
+    arr[o + 5] = m10.imag
+    arr[o + 6] = m11.real
+    arr[o + 7] = m11.imag
+    arr[o + 8] = c
+
+
+@cuda.jit(device=True, inline=True)
+def read_vec(arr, o):
+    """Vector stored as 5 float64 at ``arr[o:o + 5]``."""
+    return complex(arr[o], arr[o + 1]), complex(arr[o + 2], arr[o + 3]), arr[o + 4]
+
+
+@cuda.jit(device=True, inline=True)
+def write_vec(arr, o, x, y, c):
+    arr[o] = x.real
+    arr[o + 1] = x.imag
+    arr[o + 2] = y.real
+    arr[o + 3] = y.imag
+    arr[o + 4] = c
+
+
+@cuda.jit(device=True, inline=True)
+def inv(x):
+    """``1 / x`` in real arithmetic (``conj(x) / |x|^2``); inf/nan for x = 0."""
+    m = x.real * x.real + x.imag * x.imag
+    # the select keeps the simulator (Python floats) from raising ZeroDivisionError
+    s = 1.0 / m if m != 0.0 else math.inf
+    return complex(x.real * s, -x.imag * s)
+
+
+@cuda.jit(device=True, inline=True)
+def abs2(x):
+    return x.real * x.real + x.imag * x.imag
+
+
+@cuda.jit(device=True, inline=True)
+def pow2(count):
+    """``2**(SHIFT * count)`` for integer-valued count, saturating like the CPU."""
+    c = min(10.0, max(-10.0, count))
+    f = 1.0
+    while c >= 1.0:
+        f = f * BIG
+        c -= 1.0
+    while c <= -1.0:
+        f = f * SMALL
+        c += 1.0
+    return f
+
+
+@cuda.jit(device=True, inline=True)
+def ld_real(re, im, q):
+    return re[q]
+
+
+@cuda.jit(device=True, inline=True)
+def ld_cplx(re, im, q):
+    return complex(re[q], im[q])

@@ -1,0 +1,626 @@
+"""Sequence-parallel CUDA kernels: chunked recursions, Moebius-map scan.
+
+Each row is cut into chunks of ``C`` positions, one chunk per thread; a
+block of ``T`` threads owns a *segment* of ``T`` consecutive chunks
+(``T * C`` positions), staged through shared memory with coalesced loads and
+stores.
+
+Per chunk, the forward recursion (``L`` / ``theta``) and the backward one
+(``R`` / ``phi``) are composed into two 2x2 complex matrices (Moebius maps,
+see :mod:`bknumba.gpu._device`), rescaled by exact powers of two so that
+nothing overflows and a masked position (rank-1 map, determinant 0) is no
+special case. The chunk maps are combined by a scan to give every chunk the
+exact carry-in of both recursions; each chunk then re-runs its recursions
+from those carries, checks every pivot and writes ``G``.
+
+Two layouts:
+
+``fused`` (a row has at most ``T`` chunks)
+    A block holds ``T // nc`` whole rows: load, chunk maps, in-block carry
+    propagation, re-run, store, in one kernel. Device memory traffic is the
+    minimum: read ``a`` and ``k`` once, write ``G`` once (32 B per element for
+    real inputs).
+``global`` (longer rows)
+    Kernel 1 reads each segment and writes its composed maps; a
+    hierarchical scan over the segment maps (groups of ``GROUP``, a few tiny
+    kernels) gives every segment its carries; kernel 2 reads the segment
+    again, recomputes its chunk maps, propagates the segment carries to its
+    chunks and re-runs them. ``G`` at position 0 depends on the whole row, so
+    a row larger than the chip's on-chip memory must be read twice: 48 B per
+    element for real inputs.
+
+Under a recursion mask (the "local" and "seed" sparse semantics) a masked
+position uses the rank-1 map ``[[d, 0], [1, 0]]``: the coupling is not
+multiplied, the combine step (and its reciprocal) is skipped, and ``0`` is
+written for ``G``. Loads are not skipped: masked positions are scattered
+below the 32-byte sector size, so skipping them saves no memory traffic,
+and unconditional (clamped) loads keep four loads per array in flight.
+
+Loads are staged with clamped, branch-free indices so that each thread has
+several loads in flight; the in-block scan over the chunk maps is a
+Hillis-Steele scan in shared memory with ``syncthreads`` (no warp shuffles,
+so it runs in Numba's CUDA simulator).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from numba import cuda, types
+
+from . import _device as dv
+from ._device import SHIFT  # noqa: F401  (re-exported for the API)
+
+__all__ = ["run_sequence", "GROUP", "segment_threads", "workspace", "clear_workspace"]
+
+#: Maps composed per thread in the hierarchical segment scan.
+GROUP = 32
+#: Shared-memory budget per block of the segment kernels (bytes).
+SHARED_BUDGET = 48 * 1024 - 512
+_F64 = types.float64
+_U8 = types.uint8
+_MAP = 18  # forward map (9 float64) + backward map (9)
+_CAR = 10  # forward carry vector (5) + backward carry vector (5)
+
+
+def segment_threads(tpb: int, chunk: int, cplx_a: bool, cplx_k: bool, theta: bool,
+                    masked: bool) -> int:
+    """Threads per block of the segment kernels: ``<= tpb``, a power of two,
+    within the shared-memory budget."""
+    per_slot = (16 if cplx_a else 8) + (16 if cplx_k else 8) + (1 if masked else 0)
+    per_slot += 24 if theta else 16
+    per_thread = (chunk + 1) * per_slot + _MAP * 8 + 24
+    t = 1
+    while t * 2 <= tpb and t * 2 * per_thread <= SHARED_BUDGET:
+        t *= 2
+    return t
+
+
+@lru_cache(maxsize=None)
+def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
+    """Compile-time specialised segment kernel.
+
+    mode 0: fused (``group`` = rows per block); mode 1: global kernel 1
+    (segment maps into ``mc``); mode 2: global kernel 2 (carries from ``mc``,
+    ``group`` = segments per row).
+    """
+    P = C + 1
+    SA = T * P
+    SAI = SA if cplx_a else 1
+    SKI = SA if cplx_k else 1
+    masked = rec or comb
+    SM = SA if masked else 1
+    SL = SA if mode != 1 else 1
+    SC = SA if (theta and mode != 1) else 1
+    ld_a = dv.ld_cplx if cplx_a else dv.ld_real
+    ld_k = dv.ld_cplx if cplx_k else dv.ld_real
+    write_g = (mode != 1) and not keep
+    zero_k = 0j if cplx_k else 0.0
+    O_AR = 0
+    O_AI = O_AR + SA
+    O_KR = O_AI + SAI
+    O_KI = O_KR + SA
+    O_LR = O_KI + SKI
+    O_LI = O_LR + SL
+    O_C = O_LI + SL
+    O_MAP = O_C + SC
+    O_ROW = O_MAP + T * _MAP
+    O_M8 = (O_ROW + T * 3) * 8
+
+    @cuda.jit(device=True, inline=True)
+    def put(sa_re, sa_im, sk_re, sk_im, sm, qrow, off, x, y, m):
+        """Store one staged position (``off`` from the first staged one)."""
+        cl = off // C
+        q = (qrow + cl) * P + (off - cl * C)
+        sa_re[q] = x.real
+        if cplx_a:
+            sa_im[q] = x.imag
+        sk_re[q] = y.real
+        if cplx_k:
+            sk_im[q] = y.imag
+        if masked:
+            sm[q] = m
+
+    @cuda.jit
+    def kern(a, k, z, mask, out, bad, mc, thn, th, ph, n, nc, group, rtol2):
+        # one dynamic shared buffer (sizes are compile-time constants; numba
+        # types a closure int as int64, not as a literal, so static shapes fail)
+        dyn = cuda.shared.array(0, _F64)
+        dyn8 = cuda.shared.array(0, _U8)
+        sa_re = dyn[O_AR:O_AR + SA]
+        sa_im = dyn[O_AI:O_AI + SAI]
+        sk_re = dyn[O_KR:O_KR + SA]
+        sk_im = dyn[O_KI:O_KI + SKI]
+        sl_re = dyn[O_LR:O_LR + SL]
+        sl_im = dyn[O_LI:O_LI + SL]
+        scnt = dyn[O_C:O_C + SC]
+        smap = dyn[O_MAP:O_MAP + T * _MAP]
+        srow = dyn[O_ROW:O_ROW + T * 3]
+        sm = dyn8[O_M8:O_M8 + SM]
+
+        tid = cuda.threadIdx.x
+        blk = cuda.blockIdx.x
+        nrows = a.shape[0]
+        if mode == 0:
+            row0 = blk * group
+            rl = tid // nc
+            j = tid - rl * nc
+            r = row0 + rl
+            active = rl < group and r < nrows
+            sg = 0
+        else:
+            row0 = blk // group
+            sg = blk - row0 * group
+            rl = 0
+            r = row0
+            j = sg * T + tid
+            active = j < nc
+
+        # rows staged by this block: mode 0 whole rows row0 .. row0 + group - 1,
+        # modes 1 / 2 positions [pstart, pend) of one row
+        if mode == 0:
+            nslots = group
+            pstart = 0
+            pend = n
+        else:
+            nslots = 1
+            pstart = sg * T * C
+            pend = min(n, pstart + T * C)
+
+        # ---- stage a, k, mask: coalesced, branch-free clamped loads, 4 per array in flight
+        for rl2 in range(nslots):
+            r2 = row0 + rl2
+            if r2 < nrows:
+                qrow = rl2 * nc if mode == 0 else 0
+                p = pstart + tid
+                while p < pend:
+                    pb = p + T
+                    pc = pb + T
+                    pd = pc + T
+                    xa = a[r2, p]
+                    xb = a[r2, min(pb, pend - 1)]
+                    xc = a[r2, min(pc, pend - 1)]
+                    xd = a[r2, min(pd, pend - 1)]
+                    ya = zero_k
+                    yb = zero_k
+                    yc = zero_k
+                    yd = zero_k
+                    if n > 1:
+                        ya = k[r2, min(p, n - 2)]
+                        yb = k[r2, min(pb, n - 2)]
+                        yc = k[r2, min(pc, n - 2)]
+                        yd = k[r2, min(pd, n - 2)]
+                    ma = 1
+                    mb = 1
+                    mc_ = 1
+                    md = 1
+                    if masked:
+                        ma = 1 if mask[r2, p] else 0
+                        mb = 1 if mask[r2, min(pb, pend - 1)] else 0
+                        mc_ = 1 if mask[r2, min(pc, pend - 1)] else 0
+                        md = 1 if mask[r2, min(pd, pend - 1)] else 0
+                    put(sa_re, sa_im, sk_re, sk_im, sm, qrow, p - pstart, xa, ya, ma)
+                    if pb < pend:
+                        put(sa_re, sa_im, sk_re, sk_im, sm, qrow, pb - pstart, xb, yb, mb)
+                    if pc < pend:
+                        put(sa_re, sa_im, sk_re, sk_im, sm, qrow, pc - pstart, xc, yc, mc_)
+                    if pd < pend:
+                        put(sa_re, sa_im, sk_re, sk_im, sm, qrow, pd - pstart, xd, yd, md)
+                    p += 4 * T
+        cuda.syncthreads()
+
+        s = j * C
+        nv = min(C, n - s)
+        base = tid * P
+        zz = z[r] if active else 0j
+        o = tid * _MAP
+        # ---- chunk maps (forward: F = A_e ... A_s; backward: B = A'_s ... A'_e)
+        f00 = 1.0 + 0j
+        f01 = 0j
+        f10 = 0j
+        f11 = 1.0 + 0j
+        fc = 0.0
+        g00 = 1.0 + 0j
+        g01 = 0j
+        g10 = 0j
+        g11 = 1.0 + 0j
+        gc = 0.0
+        if active:
+            for i in range(nv):
+                q = base + i
+                d = ld_a(sa_re, sa_im, q) - zz
+                if rec and sm[q] == 0:
+                    n00 = d * f00
+                    n01 = d * f01
+                else:
+                    if i == 0:
+                        kk = k[r, s - 1] if s > 0 else zero_k
+                    else:
+                        kk = ld_k(sk_re, sk_im, q - 1)
+                    n00 = d * f00 - kk * f10
+                    n01 = d * f01 - kk * f11
+                f00, f01, f10, f11, fc = dv.renorm4(n00, n01, f00, f01, fc)
+            for i in range(nv - 1, -1, -1):
+                q = base + i
+                d = ld_a(sa_re, sa_im, q) - zz
+                if s + i == n - 1 or (rec and sm[q] == 0):
+                    n00 = d * g00
+                    n01 = d * g01
+                else:
+                    kk = ld_k(sk_re, sk_im, q)
+                    n00 = d * g00 - kk * g10
+                    n01 = d * g01 - kk * g11
+                g00, g01, g10, g11, gc = dv.renorm4(n00, n01, g00, g01, gc)
+            dv.write_mat(smap, o, f00, f01, f10, f11, fc)
+            dv.write_mat(smap, o + 9, g00, g01, g10, g11, gc)
+
+        # ---- in-block scan of the chunk maps (Hillis-Steele, shared memory)
+        if mode == 0:
+            span = nc
+            jj = j
+        else:
+            span = min(T, nc - sg * T)
+            jj = tid
+        cuda.syncthreads()
+        dd = 1
+        while dd < span:
+            upd_f = active and jj >= dd
+            upd_b = active and jj + dd < span
+            if upd_f:
+                p00, p01, p10, p11, pcn = dv.read_mat(smap, o - dd * _MAP)
+            if upd_b:
+                q00, q01, q10, q11, qcn = dv.read_mat(smap, o + dd * _MAP + 9)
+            cuda.syncthreads()
+            if upd_f:
+                f00, f01, f10, f11, fc = dv.mat_mul(f00, f01, f10, f11, fc,
+                                                    p00, p01, p10, p11, pcn)
+                dv.write_mat(smap, o, f00, f01, f10, f11, fc)
+            if upd_b:
+                g00, g01, g10, g11, gc = dv.mat_mul(g00, g01, g10, g11, gc,
+                                                    q00, q01, q10, q11, qcn)
+                dv.write_mat(smap, o + 9, g00, g01, g10, g11, gc)
+            cuda.syncthreads()
+            dd *= 2
+
+        # ---- carries
+        if mode == 1:
+            if active and jj == span - 1:
+                dv.write_mat(mc[r, sg], 0, f00, f01, f10, f11, fc)
+            if active and jj == 0:
+                dv.write_mat(mc[r, sg], 9, g00, g01, g10, g11, gc)
+            return
+        fx = 1.0 + 0j
+        fy = 0j
+        fcnt = 0.0
+        gx = 1.0 + 0j
+        gy = 0j
+        gcnt = 0.0
+        if active:
+            if mode == 2:
+                fx, fy, fcnt = dv.read_vec(mc[r, sg], 0)
+                gx, gy, gcnt = dv.read_vec(mc[r, sg], 5)
+            if jj > 0:
+                p00, p01, p10, p11, pcn = dv.read_mat(smap, o - _MAP)
+                fx, fy, fcnt = dv.mat_vec(p00, p01, p10, p11, pcn, fx, fy, fcnt)
+            if jj < span - 1:
+                q00, q01, q10, q11, qcn = dv.read_mat(smap, o + _MAP + 9)
+                gx, gy, gcnt = dv.mat_vec(q00, q01, q10, q11, qcn, gx, gy, gcnt)
+            if mode == 0 and theta and jj == span - 1:
+                tnx, tny, tnc = dv.renorm2(f00, f10, fc)
+                srow[rl * 3] = tnx.real
+                srow[rl * 3 + 1] = tnx.imag
+                srow[rl * 3 + 2] = tnc
+        cuda.syncthreads()
+
+        # ---- re-run each chunk from its carries
+        bb = n
+        if active:
+            e_last = s + nv - 1
+            if not theta:
+                # forward: L[p] = d[p] - k[p-1] / L[p-1]; w = 1 / L[p-1] = fy / fx
+                if s > 0 and fx.real == 0.0 and fx.imag == 0.0:
+                    bb = min(bb, s - 1)
+                w = fy * dv.inv(fx) if s > 0 else 0j
+                for i in range(nv):
+                    q = base + i
+                    d = ld_a(sa_re, sa_im, q) - zz
+                    if rec and sm[q] == 0:
+                        lv = d
+                        sc = dv.abs2(d)
+                    else:
+                        if i == 0:
+                            kk = k[r, s - 1] if s > 0 else zero_k
+                        else:
+                            kk = ld_k(sk_re, sk_im, q - 1)
+                        qv = kk * w
+                        lv = d - qv
+                        sc = dv.abs2(d) + dv.abs2(qv)
+                    l2 = dv.abs2(lv)
+                    if l2 <= rtol2 * sc:
+                        bb = min(bb, s + i)
+                    sl_re[q] = lv.real
+                    sl_im[q] = lv.imag
+                    w = dv.inv(lv)
+                # backward: R[p] = d[p] - k[p] / R[p+1]; u = 1 / R[p+1] = gy / gx
+                if e_last < n - 1 and gx.real == 0.0 and gx.imag == 0.0:
+                    bb = min(bb, e_last + 1)
+                u = gy * dv.inv(gx) if e_last < n - 1 else 0j
+                for i in range(nv - 1, -1, -1):
+                    q = base + i
+                    p = s + i
+                    d = ld_a(sa_re, sa_im, q) - zz
+                    unmasked = True
+                    if masked:
+                        unmasked = sm[q] != 0
+                    if p == n - 1 or (rec and not unmasked):
+                        rv = d
+                        sc = dv.abs2(d)
+                    else:
+                        qv = ld_k(sk_re, sk_im, q) * u
+                        rv = d - qv
+                        sc = dv.abs2(d) + dv.abs2(qv)
+                    m2 = dv.abs2(rv)
+                    if m2 <= rtol2 * sc:
+                        bb = min(bb, p)
+                    u = dv.inv(rv)
+                    if comb and not unmasked:
+                        sl_re[q] = 0.0
+                        sl_im[q] = 0.0
+                    else:
+                        lv = complex(sl_re[q], sl_im[q])
+                        ev = lv + rv - d
+                        e2 = dv.abs2(ev)
+                        if e2 <= rtol2 * (dv.abs2(lv) + m2):
+                            bb = min(bb, p)
+                        gv = dv.inv(ev)
+                        sl_re[q] = gv.real
+                        sl_im[q] = gv.imag
+            else:
+                # forward theta: (theta[p+1], theta[p]) from (theta[p], theta[p-1])
+                tx = fx
+                ty = fy
+                tc = fcnt
+                if keep and s == 0:
+                    th[0, r, 0] = 1.0
+                    th[1, r, 0] = 0.0
+                    th[2, r, 0] = 0.0
+                for i in range(nv):
+                    q = base + i
+                    p = s + i
+                    sl_re[q] = tx.real
+                    sl_im[q] = tx.imag
+                    scnt[q] = tc
+                    d = ld_a(sa_re, sa_im, q) - zz
+                    uv = d * tx
+                    if p == 0 or (rec and sm[q] == 0):
+                        nx = uv
+                        sc = dv.abs2(uv)
+                    else:
+                        if i == 0:
+                            kk = k[r, s - 1]
+                        else:
+                            kk = ld_k(sk_re, sk_im, q - 1)
+                        vv = kk * ty
+                        nx = uv - vv
+                        sc = dv.abs2(uv) + dv.abs2(vv)
+                    if p == n - 1 and dv.abs2(nx) <= rtol2 * sc:
+                        bb = n - 1
+                    tx, ty, tc = dv.renorm2(nx, tx, tc)
+                    if keep:
+                        th[0, r, p + 1] = tx.real
+                        th[1, r, p + 1] = tx.imag
+                        th[2, r, p + 1] = tc
+                # backward phi: phi[p] known; step at p gives phi[p-1]
+                if write_g:
+                    if mode == 0:
+                        nre = srow[rl * 3]
+                        nim = srow[rl * 3 + 1]
+                        ncnt = srow[rl * 3 + 2]
+                    else:
+                        nre = thn[r, 0]
+                        nim = thn[r, 1]
+                        ncnt = thn[r, 2]
+                    tinv = dv.inv(complex(nre, nim))
+                px = gx
+                py = gy
+                pc = gcnt
+                for i in range(nv - 1, -1, -1):
+                    q = base + i
+                    p = s + i
+                    if keep:
+                        ph[0, r, p] = px.real
+                        ph[1, r, p] = px.imag
+                        ph[2, r, p] = pc
+                    if write_g:
+                        if comb and sm[q] == 0:
+                            sl_re[q] = 0.0
+                            sl_im[q] = 0.0
+                        else:
+                            gv = complex(sl_re[q], sl_im[q]) * px * tinv
+                            f = dv.pow2(scnt[q] + pc - ncnt)
+                            sl_re[q] = gv.real * f
+                            sl_im[q] = gv.imag * f
+                    if i > 0:
+                        d = ld_a(sa_re, sa_im, q) - zz
+                        uv = d * px
+                        if p == n - 1 or (rec and sm[q] == 0):
+                            nx = uv
+                        else:
+                            nx = uv - ld_k(sk_re, sk_im, q) * py
+                        px, py, pc = dv.renorm2(nx, px, pc)
+            if bb < n:
+                cuda.atomic.min(bad, r, bb)
+        if not write_g:
+            return
+        cuda.syncthreads()
+        # ---- store G (coalesced)
+        for rl2 in range(nslots):
+            r2 = row0 + rl2
+            if r2 < nrows:
+                qrow = rl2 * nc if mode == 0 else 0
+                p = pstart + tid
+                while p < pend:
+                    off = p - pstart
+                    q = (qrow + off // C) * P + (off - (off // C) * C)
+                    out[r2, p] = complex(sl_re[q], sl_im[q])
+                    p += T
+
+    return kern, O_M8 + SM
+
+
+@cuda.jit
+def _compose_groups(mi, mo, m, g):
+    """Thread per (row, group of ``g`` maps): compose the group's maps."""
+    t = cuda.grid(1)
+    ng = (m + g - 1) // g
+    if t >= mi.shape[0] * ng:
+        return
+    r = t // ng
+    gi = t - r * ng
+    lo = gi * g
+    hi = min(m, lo + g)
+    f00 = 1.0 + 0j
+    f01 = 0j
+    f10 = 0j
+    f11 = 1.0 + 0j
+    fc = 0.0
+    for c in range(lo, hi):
+        b00, b01, b10, b11, bc = dv.read_mat(mi[r, c], 0)
+        f00, f01, f10, f11, fc = dv.mat_mul(b00, b01, b10, b11, bc, f00, f01, f10, f11, fc)
+    dv.write_mat(mo[r, gi], 0, f00, f01, f10, f11, fc)
+    f00 = 1.0 + 0j
+    f01 = 0j
+    f10 = 0j
+    f11 = 1.0 + 0j
+    fc = 0.0
+    for c in range(hi - 1, lo - 1, -1):
+        b00, b01, b10, b11, bc = dv.read_mat(mi[r, c], 9)
+        f00, f01, f10, f11, fc = dv.mat_mul(b00, b01, b10, b11, bc, f00, f01, f10, f11, fc)
+    dv.write_mat(mo[r, gi], 9, f00, f01, f10, f11, fc)
+
+
+@cuda.jit
+def _carries(mi, cup, car, thn, m, g, top):
+    """Thread per (row, group): carry vectors of each map of the group.
+
+    With ``top`` (one group per row) the carries start from the row ends
+    ``(1, 0)`` and the row total ``theta[N]`` goes into ``thn``; else from
+    the group's carries ``cup``.
+    """
+    t = cuda.grid(1)
+    ng = (m + g - 1) // g
+    if t >= mi.shape[0] * ng:
+        return
+    r = t // ng
+    gi = t - r * ng
+    lo = gi * g
+    hi = min(m, lo + g)
+    if top:
+        vx = 1.0 + 0j
+        vy = 0j
+        vc = 0.0
+        wx = 1.0 + 0j
+        wy = 0j
+        wc = 0.0
+    else:
+        vx, vy, vc = dv.read_vec(cup[r, gi], 0)
+        wx, wy, wc = dv.read_vec(cup[r, gi], 5)
+    for c in range(lo, hi):
+        dv.write_vec(car[r, c], 0, vx, vy, vc)
+        b00, b01, b10, b11, bc = dv.read_mat(mi[r, c], 0)
+        vx, vy, vc = dv.mat_vec(b00, b01, b10, b11, bc, vx, vy, vc)
+    if top:
+        thn[r, 0] = vx.real
+        thn[r, 1] = vx.imag
+        thn[r, 2] = vc
+    for c in range(hi - 1, lo - 1, -1):
+        dv.write_vec(car[r, c], 5, wx, wy, wc)
+        b00, b01, b10, b11, bc = dv.read_mat(mi[r, c], 9)
+        wx, wy, wc = dv.mat_vec(b00, b01, b10, b11, bc, wx, wy, wc)
+
+
+_WORKSPACE: dict = {}
+
+
+def workspace(name, shape, dtype=np.float64):
+    """A device scratch array reused between calls of the same shape."""
+    key = (name, tuple(shape), np.dtype(dtype).str)
+    arr = _WORKSPACE.get(key)
+    if arr is None:
+        if len(_WORKSPACE) > 64:
+            _WORKSPACE.clear()
+        arr = _WORKSPACE[key] = cuda.device_array(shape, dtype=dtype)
+    return arr
+
+
+def clear_workspace():
+    """Free the cached device scratch arrays."""
+    _WORKSPACE.clear()
+
+
+def _grid(count, tpb):
+    return max(1, (count + tpb - 1) // tpb)
+
+
+def _scan(maps, thn, tpb):
+    """Carries ``(B, m, 10)`` of the segment maps ``(B, m, 18)``; fills ``thn``."""
+    batch, m, _ = maps.shape
+    levels = [maps]
+    while levels[-1].shape[1] > GROUP:
+        mi = levels[-1]
+        mm = mi.shape[1]
+        ng = (mm + GROUP - 1) // GROUP
+        mo = workspace(f"maps{len(levels)}", (batch, ng, _MAP))
+        _compose_groups[_grid(batch * ng, tpb), tpb](mi, mo, mm, GROUP)
+        levels.append(mo)
+    cup = None
+    for lvl in reversed(levels):
+        mm = lvl.shape[1]
+        car = workspace(f"car{mm}", (batch, mm, _CAR))
+        if cup is None:
+            _carries[_grid(batch, tpb), tpb](lvl, car, car, thn, mm, max(mm, 1), True)
+        else:
+            ng = (mm + GROUP - 1) // GROUP
+            _carries[_grid(batch * ng, tpb), tpb](lvl, cup, car, thn, mm, GROUP, False)
+        cup = car
+    return cup
+
+
+def run_sequence(a, k, z, mask, rec, comb, theta, out, bad, *, keep_arrays=None,
+                 chunk, tpb, rtol, dummies):
+    """Launch the sequence-parallel kernels (device arrays in, results written).
+
+    Parameters
+    ----------
+    a, k, z : device arrays ``(B, N)``, ``(B, N - 1)``, ``(B,)``.
+    mask : device ``(B, N)`` bool or the dummy; ``rec`` / ``comb`` say
+        whether it masks the recursions and/or the combine step.
+    theta : bool, theta/phi method (else ratio).
+    out : device ``(B, N)`` complex128 (written) or the dummy with
+        ``keep_arrays`` ``(th, ph)`` ``(3, B, N + 1)`` / ``(3, B, N)``.
+    bad : device ``(B,)`` int64, preset to ``N``; first bad position per row.
+    """
+    batch, n = a.shape
+    C = chunk
+    cplx_a = a.dtype.kind == "c"
+    cplx_k = k.dtype.kind == "c"
+    keep = keep_arrays is not None
+    th, ph = keep_arrays if keep else (dummies["th"], dummies["th"])
+    T = segment_threads(tpb, C, cplx_a, cplx_k, theta, rec or comb)
+    nc = (n + C - 1) // C
+    rtol2 = rtol * rtol
+    if nc <= T:
+        rpb = T // nc
+        kern, shm = _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, 0)
+        kern[_grid(batch, rpb), T, 0, shm](a, k, z, mask, out, bad, dummies["maps"],
+                                           dummies["thn"], th, ph, n, nc, rpb, rtol2)
+        return
+    nseg = (nc + T - 1) // T
+    maps = workspace("maps0", (batch, nseg, _MAP))
+    k1, shm1 = _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, 1)
+    k1[batch * nseg, T, 0, shm1](a, k, z, mask, out, bad, maps, dummies["thn"], th, ph, n, nc, nseg,
+                        rtol2)
+    thn = workspace("thn", (batch, 3))
+    car = _scan(maps, thn, min(tpb, 128))
+    k2, shm2 = _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, 2)
+    k2[batch * nseg, T, 0, shm2](a, k, z, mask, out, bad, car, thn, th, ph, n, nc, nseg, rtol2)

@@ -1,0 +1,400 @@
+"""Tests of the numba.cuda kernels (``device="cuda"``).
+
+Run in their own process, because ``NUMBA_ENABLE_CUDASIM`` must be set before
+numba is imported::
+
+    NUMBA_ENABLE_CUDASIM=1 BKNUMBA_THREADS_PER_BLOCK=8 python -m pytest -m cuda tests/test_cuda.py
+
+Under the simulator the shapes are small and the chunk length is shrunk to 4
+positions, so that the multi-chunk, multi-block, multi-segment and
+multi-level-scan paths all run; on a real GPU the same tests use larger
+shapes. Without a GPU and without the simulator every test is skipped.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import bknumba
+from bknumba.errors import SingularResolventError
+from bknumba.reference import bk_core_banded
+
+SIM = os.environ.get("NUMBA_ENABLE_CUDASIM", "0") == "1"
+
+
+def _usable():
+    try:
+        from numba import cuda
+    except Exception as exc:  # numba-cuda missing
+        return False, f"numba.cuda cannot be imported ({exc})"
+    try:
+        ok = cuda.is_available()
+    except Exception as exc:  # pragma: no cover
+        return False, f"numba.cuda.is_available() failed ({exc})"
+    if not ok:
+        return False, "no CUDA GPU here and NUMBA_ENABLE_CUDASIM is not set to 1"
+    return True, ""
+
+
+_OK, _WHY = _usable()
+pytestmark = [
+    pytest.mark.cuda,
+    pytest.mark.skipif(not _OK, reason=_WHY),
+    # zero pivots under the simulator: NumPy warns where the GPU silently gives inf/nan
+    pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+]
+
+if _OK:
+    from numba import cuda
+
+    from bknumba.gpu import api, options
+    from bknumba.gpu import sequence as seq
+
+# (B, N) shapes: under the simulator with chunk 4 and T <= 8 threads: one chunk,
+# several chunks in one block (fused), several segments (global scan)
+if SIM:
+    SHAPES = [(3, 1), (4, 3), (5, 13), (2, 40), (1, 70)]
+    LONG = (1, 150)
+else:
+    SHAPES = [(3, 1), (7, 3), (300, 33), (64, 1000), (3, 5000), (1, 100_000), (4096, 64)]
+    LONG = (2, 300_000)
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch):
+    """Short chunks under the simulator so that every path runs on small shapes."""
+    if SIM:
+        monkeypatch.setitem(options, "chunk", 4)
+    yield
+    if _OK:
+        seq.clear_workspace()
+
+
+def _inputs(batch, n, cplx=False, seed=0):
+    rng = np.random.default_rng(seed + 1000 * batch + n)
+    a = -2.0 + rng.uniform(-3.0, 3.0, (batch, n))
+    b = 1.0 + 0.3 * rng.standard_normal((batch, max(n - 1, 0)))
+    c = 1.0 + 0.3 * rng.standard_normal((batch, max(n - 1, 0)))
+    if cplx:
+        a = a + 0.3j * rng.standard_normal((batch, n))
+        b = b + 0.2j * rng.standard_normal(b.shape)
+    z = 1j + 0.5 * rng.standard_normal(batch)
+    return a, b, c, z
+
+
+def _err(g, ref):
+    g, ref = np.atleast_2d(g), np.atleast_2d(ref)
+    den = np.maximum(np.max(np.abs(ref), axis=-1), 1e-300)
+    return float(np.max(np.max(np.abs(g - ref), axis=-1) / den))
+
+
+def _full(a, b, c, z, method, kernel):
+    return api.bk_core_cuda(a, b, c, z, method=method, check_finite=True,
+                            on_singular="raise", kernel=kernel)
+
+
+def _sparse(a, b, c, mask, z, semantics, method, kernel, on_singular="raise"):
+    return api.sparse_bk_core_cuda(a, b, c, mask, z, semantics=semantics, method=method,
+                                   check_finite=True, on_singular=on_singular, kernel=kernel)
+
+
+@pytest.mark.parametrize("kernel", ["sequence", "batch"])
+@pytest.mark.parametrize("method", ["ratio", "theta_phi"])
+@pytest.mark.parametrize("cplx", [False, True])
+def test_full_matches_cpu(kernel, method, cplx):
+    tol = 1e-12
+    for batch, n in SHAPES:
+        if kernel == "batch" and n > 5000:
+            continue  # one thread per row: slow for long rows, nothing new to test
+        a, b, c, z = _inputs(batch, n, cplx)
+        a0 = a.copy()
+        g = _full(a, b, c, z, method, kernel)
+        ref = bknumba.bk_core(a, b, c, z, method=method, device="cpu")
+        assert g.shape == a.shape and g.dtype == np.complex128
+        assert _err(g, ref) < tol, (batch, n)
+        np.testing.assert_array_equal(a, a0)  # inputs never modified
+
+
+def test_matches_banded_reference():
+    a, b, c, z = _inputs(3, 60 if SIM else 1500)
+    for method in ("ratio", "theta_phi"):
+        g = _full(a, b, c, z, method, "auto")
+        assert _err(g, bk_core_banded(a, b, c, z)) < 1e-11
+
+
+@pytest.mark.parametrize("method", ["ratio", "theta_phi"])
+def test_multilevel_scan(monkeypatch, method):
+    """Long rows: many segments, scanned through several levels."""
+    monkeypatch.setattr(seq, "GROUP", 2 if SIM else 4)
+    a, b, c, z = _inputs(*LONG)
+    g = _full(a, b, c, z, method, "sequence")
+    ref = bknumba.bk_core(a, b, c, z, method=method, device="cpu")
+    assert _err(g, ref) < 1e-12
+
+
+def test_one_row_squeezed_and_scalar_offdiagonals():
+    n = 37 if SIM else 20_000
+    a = -2.0 + np.linspace(-1, 1, n)
+    g = bknumba.bk_core(a, 1.0, 1.0, device="cpu")
+    g2 = api.bk_core_cuda(a, 1.0, 1.0, 1j, method="ratio", check_finite=True,
+                          on_singular="raise")
+    assert g2.shape == (n,)
+    assert _err(g2, g) < 1e-12
+
+
+def test_long_rows_do_not_overflow():
+    """Raw continuants overflow near N = 900; the scaled / ratio forms must not."""
+    n = 1200 if SIM else 200_000
+    a = np.full((1, n), -2.0)
+    ref = bknumba.bk_core(a, 1.0, 1.0, 1j, device="cpu")
+    for method in ("ratio", "theta_phi"):
+        g = _full(a, 1.0, 1.0, 1j, method, "sequence")
+        assert np.isfinite(g).all()
+        assert _err(g, ref) < 1e-11
+
+
+SPARSE = [("local", "ratio"), ("exact", "ratio"), ("exact", "theta_phi"),
+          ("seed", "theta_phi")]
+
+
+@pytest.mark.parametrize("kernel", ["sequence", "batch"])
+@pytest.mark.parametrize("semantics,method", SPARSE)
+def test_sparse_matches_cpu(kernel, semantics, method):
+    rng = np.random.default_rng(5)
+    for batch, n in SHAPES[1:4] + [LONG if kernel == "sequence" and SIM else SHAPES[-2]]:
+        a, b, c, z = _inputs(batch, n, cplx=batch % 2 == 1)
+        for sparsity in (0.3, 0.7):
+            mask = rng.random((batch, n)) >= sparsity
+            m0 = mask.copy()
+            g = _sparse(a, b, c, mask, z, semantics, method, kernel)
+            ref = bknumba.sparse_bk_core(a, b, c, mask, z, semantics=semantics,
+                                         method=method, device="cpu")
+            np.testing.assert_array_equal(g[~mask], 0)
+            tol = 1e-9 if semantics == "seed" else 1e-12
+            assert _err(g, ref) < tol, (batch, n, sparsity)
+            np.testing.assert_array_equal(mask, m0)
+
+
+@pytest.mark.parametrize("kernel", ["sequence", "batch"])
+@pytest.mark.parametrize("semantics,method", SPARSE)
+def test_sparse_without_masked_positions_is_full_bit_for_bit(kernel, semantics, method):
+    batch, n = SHAPES[3]
+    a, b, c, z = _inputs(batch, n)
+    full = _full(a, b, c, z, method, kernel)
+    g = _sparse(a, b, c, np.ones((batch, n), dtype=bool), z, semantics, method, kernel)
+    np.testing.assert_array_equal(g, full)
+
+
+def test_mask_is_per_element():
+    batch, n = SHAPES[3]
+    a, b, c, z = _inputs(batch, n)
+    mask = np.ones((batch, n), dtype=bool)
+    g0 = _sparse(a, b, c, mask, z, "local", "ratio", "sequence")
+    mask[1, n // 2] = False
+    g1 = _sparse(a, b, c, mask, z, "local", "ratio", "sequence")
+    np.testing.assert_array_equal(g1[[0] + list(range(2, batch))],
+                                  g0[[0] + list(range(2, batch))])
+    assert g1[1, n // 2] == 0 and not np.array_equal(g1[1], g0[1])
+
+
+def test_mask_validation():
+    a, b, c, z = _inputs(2, 10)
+    with pytest.raises(ValueError, match="only 0 and 1"):
+        _sparse(a, b, c, np.full((2, 10), 2), z, "local", "ratio", "auto")
+    with pytest.raises(ValueError, match=r"mask has shape \(3,\)"):
+        _sparse(a, b, c, np.ones(3, dtype=bool), z, "local", "ratio", "auto")
+    with pytest.raises(ValueError, match="mask is required"):
+        _sparse(a, b, c, None, z, "local", "ratio", "auto")
+
+
+def _singular_inputs():
+    # row 1 has a zero left pivot at position 2: L0 = d0 = 1, L1 = 2 - 1/1 = 1, L2 = 1 - 1 = 0
+    n = 9
+    a = np.full((3, n), -2.0)
+    a[1, :3] = [1.0, 2.0, 1.0]
+    z = np.array([1j, 0.0, 1j])
+    return a, np.ones((3, n - 1)), np.ones((3, n - 1)), z
+
+
+@pytest.mark.parametrize("kernel", ["sequence", "batch"])
+def test_singular_pivot_reported_like_cpu(kernel):
+    a, b, c, z = _singular_inputs()
+    with pytest.raises(SingularResolventError) as cpu:
+        bknumba.bk_core(a, b, c, z, device="cpu")
+    with pytest.raises(SingularResolventError, match="batch row 1 at position") as gpu:
+        _full(a, b, c, z, "ratio", kernel)
+    np.testing.assert_array_equal(gpu.value.rows, cpu.value.rows)
+    np.testing.assert_array_equal(gpu.value.positions, cpu.value.positions)
+    g = api.bk_core_cuda(a, b, c, z, method="ratio", check_finite=True, on_singular="nan",
+                         kernel=kernel)
+    ref = bknumba.bk_core(a, b, c, z, device="cpu", on_singular="nan")
+    assert np.isnan(g[1]).all()
+    assert _err(g[[0, 2]], ref[[0, 2]]) < 1e-12
+
+
+def test_singular_determinant_theta_phi():
+    a = np.array([[1.0, 1.0], [-2.0, -2.0]])  # row 0 with z = 0: [[1, 1], [1, 1]], det 0
+    z = np.array([0.0, 1j])
+    with pytest.raises(SingularResolventError) as cpu:
+        bknumba.bk_core(a, 1.0, 1.0, z, method="theta_phi", device="cpu")
+    for kernel in ("sequence", "batch"):
+        with pytest.raises(SingularResolventError) as gpu:
+            _full(a, 1.0, 1.0, z, "theta_phi", kernel)
+        np.testing.assert_array_equal(gpu.value.rows, cpu.value.rows)
+        np.testing.assert_array_equal(gpu.value.positions, cpu.value.positions)
+
+
+def test_singular_in_a_later_chunk():
+    """A zero pivot past the first chunk / segment is found at the right position."""
+    n = 60 if SIM else 50_000
+    a = np.full((2, n), -2.0 + 0j)
+    p = n - 7
+    a[1, p] = 0.0
+    # make L[p] exactly 0: L[p] = d[p] - 1 / L[p-1], with d[p] = 1 / L[p-1]
+    z = np.array([1j, 1j])
+    d = a[1] - 1j
+    lp = d[0]
+    for i in range(1, p):
+        lp = d[i] - 1.0 / lp
+    a[1, p] = 1.0 / lp + 1j
+    with pytest.raises(SingularResolventError) as cpu:
+        bknumba.bk_core(a, 1.0, 1.0, z, device="cpu")
+    with pytest.raises(SingularResolventError) as gpu:
+        _full(a, 1.0, 1.0, z, "ratio", "sequence")
+    np.testing.assert_array_equal(gpu.value.rows, cpu.value.rows)
+    assert abs(int(gpu.value.positions[0]) - int(cpu.value.positions[0])) <= 1
+
+
+def test_theta_phi_continuants():
+    for batch, n in [(2, 30), (1, 1000 if SIM else 100_000)]:
+        a, b, c, z = _inputs(batch, n)
+        rng = np.random.default_rng(3)
+        for mask in (None, rng.random((batch, n)) > 0.3):
+            tp = api.theta_phi_cuda(a, b, c, z, mask=mask, check_finite=True)
+            ref = bknumba.theta_phi(a, b, c, z, mask=mask, device="cpu")
+            for got, want in ((tp.theta_mantissa, ref.theta_mantissa),
+                              (tp.phi_mantissa, ref.phi_mantissa)):
+                assert got.shape == want.shape
+            np.testing.assert_allclose(tp.log_abs_theta(), ref.log_abs_theta(), rtol=1e-11,
+                                       atol=1e-9)
+            np.testing.assert_allclose(tp.log_abs_phi(), ref.log_abs_phi(), rtol=1e-11,
+                                       atol=1e-9)
+            assert _err(tp.g(), ref.g()) < 1e-10
+
+
+def test_device_arrays_stay_on_device():
+    batch, n = SHAPES[3]
+    a, b, c, z = _inputs(batch, n)
+    k = b * c
+    a_d, k_d = cuda.to_device(a), cuda.to_device(k)
+    ref = bknumba.bk_core(a, b, c, z, device="cpu")
+    g_d = api.bk_core_cuda(a_d, k_d, 1.0, z, method="ratio", check_finite=True,
+                           on_singular="raise")
+    assert not isinstance(g_d, np.ndarray) and hasattr(g_d, "copy_to_host")
+    assert _err(g_d.copy_to_host(), ref) < 1e-12
+    np.testing.assert_array_equal(a_d.copy_to_host(), a)  # input untouched
+    # b and c on the device, z on the device, 1-D a
+    g1 = api.bk_core_cuda(cuda.to_device(a[0]), cuda.to_device(b[0]), cuda.to_device(c[0]),
+                          cuda.to_device(np.array(z[0])), method="theta_phi",
+                          check_finite=True, on_singular="raise")
+    assert g1.shape == (n,)
+    assert _err(g1.copy_to_host(), bknumba.bk_core(a[0], b[0], c[0], z[0])) < 1e-12
+    # sparse with a device mask
+    mask = np.random.default_rng(0).random((batch, n)) > 0.4
+    gs = api.sparse_bk_core_cuda(a_d, k_d, 1.0, cuda.to_device(mask), z, semantics="local",
+                                 method="ratio", check_finite=True, on_singular="raise")
+    refs = bknumba.sparse_bk_core(a, k, 1.0, mask, z, semantics="local")
+    assert _err(gs.copy_to_host(), refs) < 1e-12
+    # theta_phi on the device
+    tp = api.theta_phi_cuda(a_d, k_d, 1.0, z, mask=None, check_finite=True)
+    assert hasattr(tp.theta_mantissa, "copy_to_host")
+    ref_tp = bknumba.theta_phi(a, k, 1.0, z)
+    got = bknumba.ThetaPhi(*(x.copy_to_host() for x in (tp.theta_mantissa, tp.theta_exponent,
+                                                        tp.phi_mantissa, tp.phi_exponent)))
+    assert _err(got.g(), ref_tp.g()) < 1e-10
+
+
+def test_device_singular_nan_rows_on_device():
+    a, b, c, z = _singular_inputs()
+    g = api.bk_core_cuda(cuda.to_device(a), cuda.to_device(b * c), 1.0, z, method="ratio",
+                         check_finite=True, on_singular="nan").copy_to_host()
+    assert np.isnan(g[1]).all() and np.isfinite(g[[0, 2]]).all()
+    with pytest.raises(SingularResolventError, match="batch row 1"):
+        api.bk_core_cuda(cuda.to_device(a), cuda.to_device(b * c), 1.0, z, method="ratio",
+                         check_finite=True, on_singular="raise")
+
+
+def test_device_validation_messages():
+    a = np.full((2, 5), -2.0)
+    a_d = cuda.to_device(a)
+    with pytest.raises(ValueError, match=r"b has shape \(3,\)"):
+        api.bk_core_cuda(a_d, cuda.to_device(np.ones(3)), 1.0, 1j, method="ratio",
+                         check_finite=True, on_singular="raise")
+    with pytest.raises(ValueError, match=r"c has shape \(2, 5\)"):
+        api.bk_core_cuda(a_d, 1.0, np.ones((2, 5)), 1j, method="ratio",
+                         check_finite=True, on_singular="raise")
+    with pytest.raises(TypeError, match="float64 or complex128"):
+        api.bk_core_cuda(cuda.to_device(a.astype(np.float32)), 1.0, 1.0, 1j, method="ratio",
+                         check_finite=True, on_singular="raise")
+    bad = a.copy()
+    bad[1, 3] = np.nan
+    with pytest.raises(ValueError, match="a contains a non-finite value.*row 1, position 3"):
+        api.bk_core_cuda(cuda.to_device(bad), 1.0, 1.0, 1j, method="ratio",
+                         check_finite=True, on_singular="raise")
+    with pytest.raises(ValueError, match=r"z has shape \(3,\)"):
+        api.bk_core_cuda(a_d, 1.0, 1.0, np.ones(3), method="ratio", check_finite=True,
+                         on_singular="raise")
+    # host input goes through the shared validator: same messages as the CPU
+    with pytest.raises(ValueError, match=r"b has shape \(3,\)"):
+        api.bk_core_cuda(a, np.ones(3), 1.0, 1j, method="ratio", check_finite=True,
+                         on_singular="raise")
+
+
+def test_kernel_choice():
+    with pytest.raises(ValueError, match="kernel='warp'"):
+        api.bk_core_cuda(np.ones(4), 1.0, 1.0, 1j, method="ratio", check_finite=True,
+                         on_singular="raise", kernel="warp")
+    assert api.choose_kernel("batch", 1, 10) == "batch"
+    assert api.choose_kernel("sequence", 10 ** 6, 4) == "sequence"
+    assert api.choose_kernel("auto", 1, 2 ** 20) == "sequence"
+
+
+def test_unavailable_cuda_raises_clear_error(monkeypatch):
+    monkeypatch.setattr(cuda, "is_available", lambda: False)
+    with pytest.raises(RuntimeError, match="no CUDA GPU is usable"):
+        api.bk_core_cuda(np.ones(4), 1.0, 1.0, 1j, method="ratio", check_finite=True,
+                         on_singular="raise")
+
+
+def test_empty_shapes():
+    g = api.bk_core_cuda(np.zeros((0, 5)), 1.0, 1.0, 1j, method="ratio", check_finite=True,
+                         on_singular="raise")
+    assert g.shape == (0, 5)
+    g = api.bk_core_cuda(np.zeros((2, 0)), 1.0, 1.0, 1j, method="ratio", check_finite=True,
+                         on_singular="raise")
+    assert g.shape == (2, 0)
+
+
+def _core_wired():
+    import inspect
+
+    import bknumba.core as core
+
+    return ".gpu.api" in inspect.getsource(core)
+
+
+@pytest.mark.skipif(not _core_wired(), reason="bknumba.core does not dispatch to "
+                    "bknumba.gpu.api yet (it imports .cuda.api, which numba-cuda's import "
+                    "hook breaks)")
+def test_public_api_device_cuda():
+    a, b, c, z = _inputs(*SHAPES[3])
+    mask = np.random.default_rng(2).random(a.shape) > 0.5
+    np.testing.assert_allclose(bknumba.bk_core(a, b, c, z, device="cuda"),
+                               bknumba.bk_core(a, b, c, z), rtol=1e-11, atol=1e-13)
+    np.testing.assert_allclose(
+        bknumba.sparse_bk_core(a, b, c, mask, z, semantics="seed", device="cuda"),
+        bknumba.sparse_bk_core(a, b, c, mask, z, semantics="seed"), rtol=1e-9, atol=1e-11)
+    tp = bknumba.theta_phi(a, b, c, z, device="cuda")
+    assert _err(tp.g(), bknumba.theta_phi(a, b, c, z).g()) < 1e-10
