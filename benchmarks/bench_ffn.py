@@ -332,7 +332,7 @@ def section_speed():
     RESULTS["crossover"] = crossover
 
 
-if __name__ == "__main__":
+def main():
     skip = set(filter(None, ARGS.skip.split(",")))
     print(f"# bknumba.ffn benchmark  ({time.strftime('%Y-%m-%d')}, numpy {np.__version__}, "
           f"{os.cpu_count()} CPUs, threads {ARGS.threads})")
@@ -345,3 +345,7 @@ if __name__ == "__main__":
     if ARGS.json:
         with open(ARGS.json, "w") as f:
             json.dump(RESULTS, f, indent=1, default=lambda o: o.tolist() if hasattr(o, "tolist") else str(o))
+
+
+if __name__ == "__main__":
+    main()

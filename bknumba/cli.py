@@ -7,7 +7,7 @@ import sys
 #: subcommand -> (module, one-line help)
 COMMANDS = {
     "verify": ("bknumba.verify", "accuracy sweep against SciPy and extended precision"),
-    "bench": ("bknumba.bench", "CPU kernel throughput benchmark"),
+    "bench": ("bknumba.bench", "benchmarks: BK-Core on CPU/GPU, baselines, layers, sparse FFN"),
     "export": ("bknumba.nn.export", "export PyTorch weights to .npz / .safetensors"),
     "flops": ("bknumba.sparsity.flops", "FLOP accounting: the seeds' claims vs an honest count"),
 }

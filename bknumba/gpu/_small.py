@@ -18,43 +18,52 @@ def first_nonfinite(x, res):
 @cuda.jit
 def mask_check(x, out, res):
     # x (R, N) any numeric -> out (B, N) uint8, R in {1, B}; res: first bad flat index
-    r, i = cuda.grid(2)
-    if r < out.shape[0] and i < out.shape[1]:
-        rr = r if x.shape[0] > 1 else 0
-        v = x[rr, i]
-        if v != 0 and v != 1:
-            cuda.atomic.min(res, 0, rr * out.shape[1] + i)
-        out[r, i] = 1 if v != 0 else 0
+    r0, i0 = cuda.grid(2)
+    sr, si = cuda.gridsize(2)
+    for r in range(r0, out.shape[0], sr):
+        for i in range(i0, out.shape[1], si):
+            rr = r if x.shape[0] > 1 else 0
+            v = x[rr, i]
+            if v != 0 and v != 1:
+                cuda.atomic.min(res, 0, rr * out.shape[1] + i)
+            out[r, i] = 1 if v != 0 else 0
 
 
 @cuda.jit
 def mul_k(b, c, k):
-    r, i = cuda.grid(2)
-    if r < k.shape[0] and i < k.shape[1]:
-        rb = r if b.shape[0] > 1 else 0
-        ib = i if b.shape[1] > 1 else 0
-        rc = r if c.shape[0] > 1 else 0
-        ic = i if c.shape[1] > 1 else 0
-        k[r, i] = b[rb, ib] * c[rc, ic]
+    r0, i0 = cuda.grid(2)
+    sr, si = cuda.gridsize(2)
+    for r in range(r0, k.shape[0], sr):
+        for i in range(i0, k.shape[1], si):
+            rb = r if b.shape[0] > 1 else 0
+            ib = i if b.shape[1] > 1 else 0
+            rc = r if c.shape[0] > 1 else 0
+            ic = i if c.shape[1] > 1 else 0
+            k[r, i] = b[rb, ib] * c[rc, ic]
 
 
 @cuda.jit
 def nan_rows(out, bad):
-    r, i = cuda.grid(2)
-    if r < out.shape[0] and i < out.shape[1] and bad[r] < out.shape[1]:
-        out[r, i] = complex(math.nan, math.nan)
+    r0, i0 = cuda.grid(2)
+    sr, si = cuda.gridsize(2)
+    for r in range(r0, out.shape[0], sr):
+        if bad[r] < out.shape[1]:
+            for i in range(i0, out.shape[1], si):
+                out[r, i] = complex(math.nan, math.nan)
 
 
 @cuda.jit
 def normalise(parts, mant, expo):
     # parts (3, B, M) -> mantissa complex (B, M), exponent int64, like core._normalise
-    r, i = cuda.grid(2)
-    if r < mant.shape[0] and i < mant.shape[1]:
-        re = parts[0, r, i]
-        im = parts[1, r, i]
-        _, e = math.frexp(max(abs(re), abs(im)))
-        expo[r, i] = int(parts[2, r, i]) * 200 + e
-        mant[r, i] = complex(math.ldexp(re, -e), math.ldexp(im, -e))
+    r0, i0 = cuda.grid(2)
+    sr, si = cuda.gridsize(2)
+    for r in range(r0, mant.shape[0], sr):
+        for i in range(i0, mant.shape[1], si):
+            re = parts[0, r, i]
+            im = parts[1, r, i]
+            _, e = math.frexp(max(abs(re), abs(im)))
+            expo[r, i] = int(parts[2, r, i]) * 200 + e
+            mant[r, i] = complex(math.ldexp(re, -e), math.ldexp(im, -e))
 
 
 @cuda.jit

@@ -111,7 +111,14 @@ def _small(cuda):
 
 
 def _grid2(shape, tb=(8, 32)):
-    return (max(1, -(-shape[0] // tb[0])), max(1, -(-shape[1] // tb[1]))), tb
+    """Launch shape for the 2-D helper kernels, which stride over the grid.
+
+    CUDA limits grid.y to 65535 blocks, so the grid is capped and each
+    thread loops (grid-stride) over the rows and positions beyond it.
+    """
+    gx = min(max(1, -(-shape[0] // tb[0])), 2**31 - 1)
+    gy = min(max(1, -(-shape[1] // tb[1])), 65535)
+    return (gx, gy), tb
 
 
 # --------------------------------------------------------------------------- validation

@@ -35,7 +35,8 @@ import numpy as np
 from ._base import Module
 from .features import bk_features, resolve_feature_options
 from .interp import cnn_interpolate, linear_interpolate
-from .layers import _relu_, conv1d, gelu, layer_norm, linear, softmax
+from .layers import (_fast32, _relu_, conv1d, layer_norm, linear, linear_gelu,
+                     linear_ln_gelu, softmax)
 from .masks import MASK_MODES, gumbel_sigmoid_mask, threshold_mask, topk_count, topk_mask
 
 __all__ = [
@@ -562,7 +563,19 @@ def _pool(x, weights):
     bsz, n, d = x.shape
     m, f = weights.shape
     w = softmax(weights, -1)
+    if _fast32(x, w):
+        from .layers import _kernels
+
+        out = np.empty((bsz, m, d), dtype=np.float32)
+        _kernels().pool(x, w, out)
+        return out
     return (x.reshape(bsz, m, f, d) * w[None, :, :, None]).sum(axis=2)
+
+
+def _lin_ln_gelu(m, lin, ln, x):
+    """``GELU(LayerNorm(Linear(x)))`` of the sub-modules ``lin`` and ``ln``, fused."""
+    return linear_ln_gelu(x, m.p(f"{lin}.weight"), m.p(f"{lin}.bias"), m.p(f"{ln}.weight"),
+                          m.p(f"{ln}.bias"))
 
 
 class AdaptiveDownsampling(Module):
@@ -591,8 +604,7 @@ class AdaptiveDownsampling(Module):
         x = self._input("x", x, 3, self.d_model, self.n_seq)
         scores = _lin(self, "importance_scorer.2",
                       _relu_(_lin(self, "importance_scorer.0", x)))[..., 0]
-        y = _pool(x, self.p("pool_weights"))
-        y = gelu(_ln(self, "refine.1", _lin(self, "refine.0", y)))
+        y = _lin_ln_gelu(self, "refine.0", "refine.1", _pool(x, self.p("pool_weights")))
         return y, scores
 
 
@@ -618,10 +630,12 @@ class AdaptiveUpsampling(Module):
 
     def forward(self, x):
         x = self._input("x", x, 3, self.d_model, self.n_seq_down)
-        t = gelu(_ln(self, "upsample_transform.1", _lin(self, "upsample_transform.0", x)))
-        t = _lin(self, "upsample_transform.3", t)
+        t = _lin_ln_gelu(self, "upsample_transform.0", "upsample_transform.1", x)
+        # the position embedding is a per-column constant of the (B M, f D) GEMM output:
+        # folded into the last Linear's bias (one pass instead of two)
+        bias = self.p("upsample_transform.3.bias") + self.p("position_embed").reshape(-1)
+        t = linear(t, self.p("upsample_transform.3.weight"), bias)
         bsz, m, _ = x.shape
-        t = t.reshape(bsz, m, self.factor, self.d_model) + self.p("position_embed")
         return t.reshape(bsz, m * self.factor, self.d_model)
 
 
@@ -671,7 +685,8 @@ class MultiScaleBKLayer(Module):
             xl, st = self.bk_layer_low_res(xd), {}
         xu = self.upsample(xl)
         xc = x + self.p("scale_low_res") * xu
-        r = gelu(_lin(self, "refine.1", _ln(self, "refine.0", xc)))
+        r = linear_gelu(_ln(self, "refine.0", xc), self.p("refine.1.weight"),
+                        self.p("refine.1.bias"))
         out = xc + self.p("scale_refine") * _lin(self, "refine.3", r)
         ratio = 0.5 + 0.3 * st["sparsity_ratio"] if "sparsity_ratio" in st else 0.5
         stats = {"importance_scores": scores, "flops_saved_ratio": float(ratio)}
