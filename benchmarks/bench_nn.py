@@ -9,11 +9,14 @@ For each module at d_model = 64, n_seq = 128, batch 32 (float32, eval,
   PyTorch user runs today;
 * ``torch eager (exact)``: the same modules with exact features from a
   batched dense ``torch.linalg.inv`` (a fast, correct torch baseline);
-* ``bknumba`` default (``features="exact"``) and ``features="model"``
-  (``num_threads=1``, the default of ``bknumba.nn.load``).
+* ``bknumba`` default (``features="exact"``) and ``features="model"``.
 
-Times are the best of repeated calls (the machine may be shared); torch is
-measured at 1 and 2 threads and the faster setting is reported.
+Both libraries are measured at 1 and 2 threads (torch: ``torch.set_num_threads``;
+bknumba: ``load(..., num_threads=n)``, which bounds Numba and the BLAS). The table
+reports each library's faster setting ("best vs best") and, separately, the ratio
+at one thread each ("same thread count"). Measurements are interleaved in rounds
+and the minimum over all rounds is kept: the machine is shared, and the minimum is
+the least disturbed estimate of the latency.
 
 Run:  python benchmarks/bench_nn.py [--quick] [--json out.json]
 Needs torch (the reference modules live in tests/nn_torch_reference.py).
@@ -58,23 +61,37 @@ def cases():
 
 
 def best_time(fn, budget, min_runs=3, max_runs=200):
-    """Best (minimum) wall time of one call: the machine is shared, the minimum is the
-    least disturbed estimate of the latency."""
-    fn()  # warm-up (compilation, caches)
+    """Best (minimum) wall time of one call within ``budget`` seconds."""
     times = []
     start = time.perf_counter()
     while len(times) < min_runs or (time.perf_counter() - start < budget and len(times) < max_runs):
         t0 = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t0)
-    return float(np.min(times)), len(times)
+    return float(np.min(times))
+
+
+def interleaved_best(fns, budget, rounds=4):
+    """Minimum time per entry of ``fns`` ({label: (prepare, call)}), measured in
+    ``rounds`` interleaved rounds so that a noisy period hits every entry alike."""
+    for prepare, call in fns.values():  # warm-up (compilation, caches)
+        prepare()
+        call()
+    best = dict.fromkeys(fns, np.inf)
+    for _ in range(rounds):
+        for label, (prepare, call) in fns.items():
+            prepare()
+            best[label] = min(best[label], best_time(call, budget / rounds))
+    return best
 
 
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="short time budget per measurement")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--only", default=None, help="comma-separated module names to run")
     args = ap.parse_args(argv)
+    only = set(args.only.split(",")) if args.only else None
     budget = 0.3 if args.quick else 2.0
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
@@ -84,6 +101,8 @@ def main(argv=None):
     rows = []
     tmp = tempfile.mkdtemp()
     for kind, cfg, inp, model_core in cases():
+        if only is not None and kind not in only:
+            continue
         args_t = inputs[inp]
         args_n = tuple(a.numpy() for a in args_t)
         cls = getattr(ref, kind)
@@ -91,26 +110,35 @@ def main(argv=None):
         t_model = cls(**cfg, core=model_core).eval() if has_core else cls(**cfg).eval()
         ref.randomize_(t_model, 1, scale=0.1)
         row = {"module": kind}
-        with torch.no_grad():
-            # torch at 1 and 2 threads; the faster one is the baseline
-            best = {}
-            for nt in (1, 2):
-                torch.set_num_threads(nt)
-                best[nt], _ = best_time(lambda: t_model(*args_t), budget)
-            row["torch_threads"] = min(best, key=best.get)
-            torch.set_num_threads(row["torch_threads"])
-            row["torch_model_s"] = best[row["torch_threads"]]
-            if has_core:
-                t_exact = cls(**cfg, core="exact").eval()
-                t_exact.load_state_dict(t_model.state_dict())
-                row["torch_exact_s"], _ = best_time(lambda: t_exact(*args_t), budget)
         path = os.path.join(tmp, f"{kind}.npz")
         bnn.export_state_dict(t_model.state_dict(), path, kind, **cfg)
-        m_exact = bnn.load(path)
-        row["bknumba_exact_s"], _ = best_time(lambda: m_exact(*args_n), budget)
+        fns = {}
+        for nt in (1, 2):
+            fns[f"torch{nt}"] = (lambda nt=nt: torch.set_num_threads(nt),
+                                 lambda: t_model(*args_t))
+            m = bnn.load(path, num_threads=nt)
+            fns[f"bk{nt}"] = (lambda: None, lambda m=m: m(*args_n))
         if has_core:
+            t_exact = cls(**cfg, core="exact").eval()
+            t_exact.load_state_dict(t_model.state_dict())
             m_model = bnn.load(path, features="model")
-            row["bknumba_model_s"], _ = best_time(lambda: m_model(*args_n), budget)
+            fns["bk_model"] = (lambda: None, lambda: m_model(*args_n))
+        with torch.no_grad():
+            best = interleaved_best(fns, budget)
+        row["torch_1t_s"], row["torch_2t_s"] = best["torch1"], best["torch2"]
+        row["bknumba_1t_s"], row["bknumba_2t_s"] = best["bk1"], best["bk2"]
+        row["torch_threads"] = 1 if best["torch1"] <= best["torch2"] else 2
+        row["bknumba_threads"] = 1 if best["bk1"] <= best["bk2"] else 2
+        row["torch_model_s"] = best[f"torch{row['torch_threads']}"]
+        row["bknumba_exact_s"] = best[f"bk{row['bknumba_threads']}"]
+        if has_core:
+            # the exact torch baseline at torch's faster thread count
+            nt = row["torch_threads"]
+            with torch.no_grad():
+                row["torch_exact_s"] = interleaved_best(
+                    {"e": (lambda: torch.set_num_threads(nt), lambda: t_exact(*args_t))},
+                    budget / 2, rounds=2)["e"]
+            row["bknumba_model_s"] = best["bk_model"]
         rows.append(row)
         print(fmt_row(row), flush=True)
     meta = {"date": time.strftime("%Y-%m-%d"), "machine": platform.processor() or platform.machine(),
@@ -126,11 +154,13 @@ def main(argv=None):
 
 def fmt_row(r):
     def ms(k):
-        return f"{r[k] * 1e3:9.3f}" if k in r else "        -"
+        return f"{r[k] * 1e3:8.3f}" if k in r else "       -"
     sp = r["torch_model_s"] / r["bknumba_exact_s"]
-    return (f"{r['module']:24s} torch(model) {ms('torch_model_s')} ms | torch(exact) "
-            f"{ms('torch_exact_s')} ms | bknumba exact {ms('bknumba_exact_s')} ms | "
-            f"bknumba model {ms('bknumba_model_s')} ms | speed-up {sp:6.1f}x")
+    sp1 = r["torch_1t_s"] / r["bknumba_1t_s"]
+    return (f"{r['module']:24s} torch(model) {ms('torch_model_s')} ms [{r['torch_threads']}t] | "
+            f"torch(exact) {ms('torch_exact_s')} | bknumba exact {ms('bknumba_exact_s')} ms "
+            f"[{r['bknumba_threads']}t] | model {ms('bknumba_model_s')} | best/best {sp:5.2f}x | "
+            f"1t/1t {sp1:5.2f}x ({ms('torch_1t_s')} vs {ms('bknumba_1t_s')})")
 
 
 if __name__ == "__main__":

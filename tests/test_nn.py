@@ -78,6 +78,49 @@ def test_layer_norm_does_not_modify_input(rng):
     np.testing.assert_allclose(y.mean(-1), 0, atol=1e-6)
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_linear_relu_and_linear_ln_gelu_match_numpy(rng, dtype):
+    # float32 takes the Numba kernels, float64 the NumPy path: both against plain NumPy
+    x = rng.standard_normal((3, 7, 6)).astype(dtype)
+    w = rng.standard_normal((5, 6)).astype(dtype)
+    b = rng.standard_normal(5).astype(dtype)
+    g, beta = rng.standard_normal(5).astype(dtype), rng.standard_normal(5).astype(dtype)
+    x0 = x.copy()
+    y64 = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    got = layers.linear_relu(x, w, b)
+    assert got.dtype == dtype and got.shape == (3, 7, 5)
+    np.testing.assert_allclose(got, np.maximum(y64, 0), rtol=2e-6, atol=2e-6)
+    mu = y64.mean(-1, keepdims=True)
+    ln = (y64 - mu) / np.sqrt(((y64 - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * g + beta
+    gelu64 = 0.5 * ln * (1 + erf(ln / np.sqrt(2)))
+    np.testing.assert_allclose(layers.linear_ln_gelu(x, w, b, g, beta), gelu64,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(x, x0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_propagates_nan(dtype):
+    x = np.array([[-1.0, np.nan, 2.0, -np.inf]], dtype)
+    got = layers._relu_(x.copy(), np.zeros(4, dtype))
+    np.testing.assert_array_equal(got, np.array([[0.0, np.nan, 2.0, 0.0]], dtype))
+
+
+def test_num_threads_option(core_file, rng):
+    import numba
+
+    x = rng.standard_normal((2, N, D)).astype(np.float32)
+    v = rng.standard_normal((2, N)).astype(np.float32)
+    default = bnn.load(core_file)
+    assert default.num_threads is None
+    before = numba.get_num_threads()
+    one = bnn.load(core_file, num_threads=1)
+    np.testing.assert_allclose(one(x, v)[0], default(x, v)[0], rtol=1e-6, atol=1e-7)
+    assert numba.get_num_threads() == before  # restored after the call
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(ValueError, match="num_threads"):
+            bnn.load(core_file, num_threads=bad)
+
+
 # ------------------------------------------------------------------------------------------------
 # masks
 # ------------------------------------------------------------------------------------------------

@@ -101,7 +101,7 @@ class Module:
 
     #: Threads for one forward call (Numba kernels and, with threadpoolctl, BLAS);
     #: None leaves the process settings alone. Set by ``load(..., num_threads=...)``.
-    num_threads = 1
+    num_threads = None
 
     def __init__(self, dtype=np.float32):
         dtype = np.dtype(dtype)
@@ -244,7 +244,11 @@ class Module:
             )
         if arr.shape[0] == 0:
             raise ValueError(f"{self.kind}: {name} has an empty batch")
-        arr = arr.astype(self.dtype)  # copy: the caller's array is never touched
-        if not np.all(np.isfinite(arr)):
+        # no copy when the dtype and layout already fit: a read-only view, so that
+        # nothing in the forward pass can write to the caller's array
+        arr = np.ascontiguousarray(arr, dtype=self.dtype).view()
+        arr.flags.writeable = False
+        # (isfinite + all is ~3x faster than a float64 sum of float32 data)
+        if not np.isfinite(arr).all():
             raise ValueError(f"{self.kind}: {name} contains NaN or infinity")
         return arr

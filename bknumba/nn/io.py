@@ -83,7 +83,10 @@ def build(kind, config, **options):
     bad = [k for k in options if k not in OPTIONS]
     if bad:
         raise TypeError(f"unknown option(s) {bad}; options are {', '.join(OPTIONS)}")
-    num_threads = options.pop("num_threads", 1)
+    num_threads = options.pop("num_threads", None)
+    if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(
+            num_threads, (int, np.integer)) or num_threads < 1):
+        raise ValueError(f"num_threads must be a positive integer or None, got {num_threads!r}")
     module = MODULES[kind](**config, **options)
     module.num_threads = num_threads
     return module
@@ -223,9 +226,10 @@ def load(path, **options):
         (``"exact"`` default, ``"local"``, ``"seed"``, ``"sparse_v1"``,
         ``"model"``), ``clip``, ``complex64``, ``mask``
         (``"threshold"``/``"topk"``/``"gumbel"``), ``rng``, ``num_threads``
-        (default 1: each call runs the Numba kernels and, when
-        ``threadpoolctl`` is installed, BLAS on one thread, which is fastest
-        at these sizes; ``None`` keeps the process-wide settings).
+        (default ``None``: the process-wide settings of Numba and BLAS, i.e. all
+        cores unless you changed them; an integer ``n`` runs each call's
+        Numba kernels and BLAS (through ``threadpoolctl``) on ``n`` threads and
+        restores the settings afterwards).
 
     Returns
     -------

@@ -35,7 +35,7 @@ import numpy as np
 from ._base import Module
 from .features import bk_features, resolve_feature_options
 from .interp import cnn_interpolate, linear_interpolate
-from .layers import (_fast32, _relu_, conv1d, layer_norm, linear, linear_gelu,
+from .layers import (_fast32, _relu_, conv1d, layer_norm, linear, linear_gelu, linear_relu,
                      linear_ln_gelu, softmax)
 from .masks import MASK_MODES, gumbel_sigmoid_mask, threshold_mask, topk_count, topk_mask
 
@@ -61,6 +61,10 @@ def _z(m):
 
 def _lin(m, name, x):
     return linear(x, m.p(f"{name}.weight"), m.p(f"{name}.bias"))
+
+
+def _lin_relu(m, name, x):
+    return linear_relu(x, m.p(f"{name}.weight"), m.p(f"{name}.bias"))
 
 
 def _decl_lin(m, name, out_f, in_f):
@@ -162,7 +166,7 @@ class SparseBKCore(Module):
 
     def importance_logits(self, x):
         """Per-token importance logits ``(B, N)`` (Linear -> ReLU -> Linear)."""
-        h = _relu_(_lin(self, "importance_predictor.0", x))
+        h = _lin_relu(self, "importance_predictor.0", x)
         return _lin(self, "importance_predictor.2", h)[..., 0]
 
     def make_mask(self, logits):
@@ -258,7 +262,7 @@ class SparseMoELayer(Module):
 
     def expert(self, i, tokens):
         """Expert ``i`` (Linear -> ReLU -> Linear) on ``(T, D)`` tokens."""
-        h = _relu_(_lin(self, f"experts.{i}.0", tokens))
+        h = _lin_relu(self, f"experts.{i}.0", tokens)
         return _lin(self, f"experts.{i}.3", h)
 
     def forward(self, x):
@@ -414,7 +418,7 @@ class ImportancePredictor(Module):
         if self.use_context:
             x = _relu_(conv1d(x, self.p("context_encoder.0.weight"), self.p("context_encoder.0.bias")))
             x = _relu_(conv1d(x, self.p("context_encoder.2.weight"), self.p("context_encoder.2.bias")))
-        h = _relu_(_lin(self, "importance_head.0", x))
+        h = _lin_relu(self, "importance_head.0", x)
         return _lin(self, "importance_head.3", h)[..., 0]
 
 
@@ -603,7 +607,7 @@ class AdaptiveDownsampling(Module):
     def forward(self, x):
         x = self._input("x", x, 3, self.d_model, self.n_seq)
         scores = _lin(self, "importance_scorer.2",
-                      _relu_(_lin(self, "importance_scorer.0", x)))[..., 0]
+                      _lin_relu(self, "importance_scorer.0", x))[..., 0]
         y = _lin_ln_gelu(self, "refine.0", "refine.1", _pool(x, self.p("pool_weights")))
         return y, scores
 
