@@ -364,6 +364,22 @@ def test_singular_pivot_reported():
         bknumba.bk_core(a, b, 1.0, z=0.0, method="theta_phi")
 
 
+def test_singular_pivot_reported_local_semantics():
+    # mask [1, 1, 0, 1, 1, 1]: the segment at 3..5 restarts at 3 with
+    # L[3] = d[3] - k / d[2] = 1 - 1 / 1 = 0 (z = 0), a zero pivot at position 3
+    a = np.array([[-2.0, -2.0, 1.0, 1.0, -2.0, -2.0], [-2.0] * 6])
+    mask = np.array([1, 1, 0, 1, 1, 1], bool)
+    with pytest.raises(bknumba.SingularResolventError, match="batch row 0 at position 3"):
+        bknumba.sparse_bk_core(a, 1.0, 1.0, mask, z=0.0, semantics="local")
+    g = bknumba.sparse_bk_core(a, 1.0, 1.0, mask, z=0.0, semantics="local", on_singular="nan")
+    assert np.all(np.isnan(g[0])) and not np.any(np.isnan(g[1]))
+    # the same row with the zero pivot masked away is regular
+    mask2 = mask.copy()
+    mask2[3] = False
+    g2 = bknumba.sparse_bk_core(a, 1.0, 1.0, mask2, z=0.0, semantics="local")
+    assert np.all(np.isfinite(g2)) and np.all(g2[:, [2, 3]] == 0)
+
+
 def test_singular_leading_block_theta_phi_recovers():
     # [[0, 1], [1, 0]]: the first pivot is 0 but the matrix is invertible
     with pytest.raises(bknumba.SingularResolventError, match="method='theta_phi' may still"):

@@ -180,100 +180,128 @@ def run_ratio(a, k, z, rec_mask=None, combine_mask=None, tile=None):
     return out, first_bad
 
 
+@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
+def _coupling_fwd(pr, pi, kk):
+    """``q = k / P`` as in :func:`ratio_tile`'s forward sweep; returns ``(q_re, q_im, |P|^2)``."""
+    p2 = pr * pr + pi * pi
+    s = 1.0 / p2
+    return (kk.real * pr + kk.imag * pi) * s, (kk.imag * pr - kk.real * pi) * s, p2
+
+
+@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
+def _coupling_bwd(pr, pi, kk):
+    """``q = k * (1 / P)`` as in :func:`ratio_tile`'s backward sweep."""
+    p2 = pr * pr + pi * pi
+    s = 1.0 / p2
+    inv_re = pr * s
+    inv_im = -pi * s
+    return kk.real * inv_re - kk.imag * inv_im, kk.real * inv_im + kk.imag * inv_re, p2
+
+
 @njit(error_model="numpy", **serial_jit_kwargs())
-def local_row(a, k, z, mask, out, first_bad, r, rtol2, index, d_re, d_im, left_re, left_im,
-              right_re, right_im):
-    """Sparse "local" semantics for row ``r``, visiting computed positions only.
+def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, d_re, d_im,
+              left_re, left_im):
+    """Sparse "local" semantics for row ``r``, segment by segment.
 
     A masked position restarts both sweeps (``L = R = d`` there), so the
-    pivots are needed only at computed positions: the row's computed
-    positions are compacted into ``index`` (branch-free), and the sweeps
-    and the combine loop over them alone, reading a masked neighbour's
-    pivot as ``d`` through a select rather than a branch (a random mask
-    would make a branch mispredict half the time). Divisions, pivot work
-    and the combine scale with the number of computed positions; only a
-    cheap branch-free pass (``d``, the compaction, zeros in ``G``) touches
-    every position. The arithmetic is that of :func:`ratio_tile`, so an
-    all-ones mask gives the full result bit for bit.
+    computed positions fall into independent *segments* (maximal runs of
+    computed positions). One branch-free pass computes ``d``, writes the
+    zeros of ``G`` and lists the segments; the sweeps then run segment by
+    segment: the first pivot of a segment couples to the masked neighbour's
+    ``d``, the others to the previous pivot, which stays in registers. The
+    only dependency chain is within a segment, so consecutive segments
+    overlap in the CPU (a select on the neighbour's pivot would have chained
+    every computed position to the previous one). Divisions, pivot work and
+    the combine scale with the number of computed positions. The arithmetic is
+    that of :func:`ratio_tile`, so an all-ones mask gives the full result bit
+    for bit.
     """
     n = a.shape[1]
     zr = z[r].real
     zi = z[r].imag
-    count = 0
+    ns = 0
+    ne = 0
+    prev = False
     for i in range(n):
         x = a[r, i]
         d_re[i] = x.real - zr
         d_im[i] = x.imag - zi
-        index[count] = i
-        count += 1 if mask[r, i] else 0
         out[r, i] = 0.0
+        m = mask[r, i]
+        starts[ns] = i
+        ns += 1 if (m and not prev) else 0
+        ends[ne] = i
+        ne += 1 if (prev and not m) else 0
+        prev = m
+    if prev:
+        ends[ne] = n
     bad = n
-    # forward: L[i] = d[i] - k[i-1] / P, P = L[i-1] if computed else d[i-1]
-    for t in range(count):
-        i = index[t]
-        dr = d_re[i]
-        di = d_im[i]
-        if i == 0:
-            lr = dr
-            li = di
-            scale = dr * dr + di * di
-        else:
-            keep = mask[r, i - 1]
-            pr = left_re[i - 1] if keep else d_re[i - 1]
-            pi = left_im[i - 1] if keep else d_im[i - 1]
-            p2 = pr * pr + pi * pi
-            if p2 == 0.0:
-                bad = min(bad, i - 1)
-            s = 1.0 / p2
-            kk = k[r, i - 1]
-            qr = (kk.real * pr + kk.imag * pi) * s
-            qi = (kk.imag * pr - kk.real * pi) * s
-            lr = dr - qr
-            li = di - qi
-            scale = dr * dr + di * di + qr * qr + qi * qi
-        left_re[i] = lr
-        left_im[i] = li
-        if lr * lr + li * li <= rtol2 * scale:
-            bad = min(bad, i)
-    # backward: R[i] = d[i] - k[i] / P, P = R[i+1] if computed else d[i+1]; combine
-    for t in range(count - 1, -1, -1):
-        i = index[t]
-        dr = d_re[i]
-        di = d_im[i]
-        if i == n - 1:
-            rr = dr
-            ri = di
-            scale = dr * dr + di * di
-        else:
-            keep = mask[r, i + 1]
-            pr = right_re[i + 1] if keep else d_re[i + 1]
-            pi = right_im[i + 1] if keep else d_im[i + 1]
-            p2 = pr * pr + pi * pi
-            if p2 == 0.0:
-                bad = min(bad, i + 1)
-            s = 1.0 / p2
-            inv_re = pr * s
-            inv_im = -pi * s
-            kk = k[r, i]
-            qr = kk.real * inv_re - kk.imag * inv_im
-            qi = kk.real * inv_im + kk.imag * inv_re
-            rr = dr - qr
-            ri = di - qi
-            scale = dr * dr + di * di + qr * qr + qi * qi
-        right_re[i] = rr
-        right_im[i] = ri
-        m2 = rr * rr + ri * ri
-        if m2 <= rtol2 * scale:
-            bad = min(bad, i)
-        lr = left_re[i]
-        li = left_im[i]
-        er = lr + rr - dr
-        ei = li + ri - di
-        e2 = er * er + ei * ei
-        if e2 <= rtol2 * (lr * lr + li * li + m2):
-            bad = min(bad, i)
-        s = 1.0 / e2
-        out[r, i] = complex(er * s, -ei * s)
+    lr = 0.0
+    li = 0.0
+    # forward: L[i] = d[i] - k[i-1] / P, P = d[i-1] at a segment's start, else L[i-1]
+    for sg in range(ns):
+        i0 = starts[sg]
+        for i in range(i0, ends[sg]):
+            dr = d_re[i]
+            di = d_im[i]
+            if i == 0:
+                lr = dr
+                li = di
+                scale = dr * dr + di * di
+            else:
+                if i == i0:
+                    pr = d_re[i - 1]
+                    pi = d_im[i - 1]
+                else:
+                    pr = lr
+                    pi = li
+                qr, qi, p2 = _coupling_fwd(pr, pi, k[r, i - 1])
+                if p2 == 0.0:
+                    bad = min(bad, i - 1)
+                lr = dr - qr
+                li = di - qi
+                scale = dr * dr + di * di + qr * qr + qi * qi
+            left_re[i] = lr
+            left_im[i] = li
+            if lr * lr + li * li <= rtol2 * scale:
+                bad = min(bad, i)
+    # backward: R[i] = d[i] - k[i] / P, P = d[i+1] at a segment's end, else R[i+1]; combine
+    rr = 0.0
+    ri = 0.0
+    for sg in range(ns - 1, -1, -1):
+        i1 = ends[sg] - 1
+        for i in range(i1, starts[sg] - 1, -1):
+            dr = d_re[i]
+            di = d_im[i]
+            if i == n - 1:
+                rr = dr
+                ri = di
+                scale = dr * dr + di * di
+            else:
+                if i == i1:
+                    pr = d_re[i + 1]
+                    pi = d_im[i + 1]
+                else:
+                    pr = rr
+                    pi = ri
+                qr, qi, p2 = _coupling_bwd(pr, pi, k[r, i])
+                if p2 == 0.0:
+                    bad = min(bad, i + 1)
+                rr = dr - qr
+                ri = di - qi
+                scale = dr * dr + di * di + qr * qr + qi * qi
+            m2 = rr * rr + ri * ri
+            if m2 <= rtol2 * scale:
+                bad = min(bad, i)
+            lr = left_re[i]
+            li = left_im[i]
+            er = lr + rr - dr
+            ei = li + ri - di
+            e2 = er * er + ei * ei
+            if e2 <= rtol2 * (lr * lr + li * li + m2):
+                bad = min(bad, i)
+            s = 1.0 / e2
+            out[r, i] = complex(er * s, -ei * s)
     first_bad[r] = bad
 
 
@@ -287,16 +315,15 @@ def local_driver(a, k, z, mask, out, first_bad, rtol2, chunks):
         r1 = min(batch, r0 + per_chunk)
         if r0 >= r1:
             continue
-        index = np.empty(n, dtype=np.int64)
+        starts = np.empty(n + 1, dtype=np.int64)
+        ends = np.empty(n + 1, dtype=np.int64)
         d_re = np.empty(n)
         d_im = np.empty(n)
         left_re = np.empty(n)
         left_im = np.empty(n)
-        right_re = np.empty(n)
-        right_im = np.empty(n)
         for r in range(r0, r1):
-            local_row(a, k, z, mask, out, first_bad, r, rtol2, index, d_re, d_im,
-                      left_re, left_im, right_re, right_im)
+            local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, d_re, d_im,
+                      left_re, left_im)
 
 
 def run_local(a, k, z, mask):
