@@ -199,14 +199,14 @@ def _coupling_bwd(pr, pi, kk):
 
 
 @njit(error_model="numpy", **serial_jit_kwargs())
-def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, d_re, d_im,
-              left_re, left_im):
+def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, left_im):
     """Sparse "local" semantics for row ``r``, segment by segment.
 
     A masked position restarts both sweeps (``L = R = d`` there), so the
     computed positions fall into independent *segments* (maximal runs of
-    computed positions). One branch-free pass computes ``d``, writes the
-    zeros of ``G`` and lists the segments; the sweeps then run segment by
+    computed positions). One branch-free pass writes the zeros of ``G`` and
+    lists the segments (``d = a - z`` is recomputed where needed, cheaper
+    than storing it); the sweeps then run segment by
     segment: the first pivot of a segment couples to the masked neighbour's
     ``d``, the others to the previous pivot, which stays in registers. The
     only dependency chain is within a segment, so consecutive segments
@@ -223,9 +223,6 @@ def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, d_re, d_im,
     ne = 0
     prev = False
     for i in range(n):
-        x = a[r, i]
-        d_re[i] = x.real - zr
-        d_im[i] = x.imag - zi
         out[r, i] = 0.0
         m = mask[r, i]
         starts[ns] = i
@@ -242,16 +239,16 @@ def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, d_re, d_im,
     for sg in range(ns):
         i0 = starts[sg]
         for i in range(i0, ends[sg]):
-            dr = d_re[i]
-            di = d_im[i]
+            dr = a[r, i].real - zr
+            di = a[r, i].imag - zi
             if i == 0:
                 lr = dr
                 li = di
                 scale = dr * dr + di * di
             else:
                 if i == i0:
-                    pr = d_re[i - 1]
-                    pi = d_im[i - 1]
+                    pr = a[r, i - 1].real - zr
+                    pi = a[r, i - 1].imag - zi
                 else:
                     pr = lr
                     pi = li
@@ -271,16 +268,16 @@ def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, d_re, d_im,
     for sg in range(ns - 1, -1, -1):
         i1 = ends[sg] - 1
         for i in range(i1, starts[sg] - 1, -1):
-            dr = d_re[i]
-            di = d_im[i]
+            dr = a[r, i].real - zr
+            di = a[r, i].imag - zi
             if i == n - 1:
                 rr = dr
                 ri = di
                 scale = dr * dr + di * di
             else:
                 if i == i1:
-                    pr = d_re[i + 1]
-                    pi = d_im[i + 1]
+                    pr = a[r, i + 1].real - zr
+                    pi = a[r, i + 1].imag - zi
                 else:
                     pr = rr
                     pi = ri
@@ -317,13 +314,10 @@ def local_driver(a, k, z, mask, out, first_bad, rtol2, chunks):
             continue
         starts = np.empty(n + 1, dtype=np.int64)
         ends = np.empty(n + 1, dtype=np.int64)
-        d_re = np.empty(n)
-        d_im = np.empty(n)
         left_re = np.empty(n)
         left_im = np.empty(n)
         for r in range(r0, r1):
-            local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, d_re, d_im,
-                      left_re, left_im)
+            local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, left_im)
 
 
 def run_local(a, k, z, mask):
