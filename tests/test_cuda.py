@@ -209,6 +209,29 @@ def test_mask_validation():
         _sparse(a, b, c, None, z, "local", "ratio", "auto")
 
 
+def test_device_mask_dtypes():
+    # a (B, N) bool device mask is used as is; uint8, 1-D and host masks are converted
+    a, b, c, z = _inputs(3, 12)
+    k = b * c
+    mask = np.random.default_rng(5).random((3, 12)) > 0.4
+    ref = bknumba.sparse_bk_core(a, k, 1.0, mask, z, semantics="local")
+
+    def run(m):
+        return api.sparse_bk_core_cuda(cuda.to_device(a), cuda.to_device(k), 1.0, m, z,
+                                       semantics="local", method="ratio", check_finite=True,
+                                       on_singular="raise").copy_to_host()
+
+    for m in (cuda.to_device(mask), cuda.to_device(mask.astype(np.uint8)), mask):
+        assert _err(run(m), ref) < 1e-12
+    row = np.tile(mask[1], (3, 1))
+    ref_row = bknumba.sparse_bk_core(a, k, 1.0, row, z, semantics="local")
+    assert _err(run(cuda.to_device(mask[1])), ref_row) < 1e-12
+    bad = mask.astype(np.int64)
+    bad[2, 7] = 2
+    with pytest.raises(ValueError, match="only 0 and 1; found 2 at row 2, position 7"):
+        run(cuda.to_device(bad))
+
+
 def _singular_inputs():
     # row 1 has a zero left pivot at position 2: L0 = d0 = 1, L1 = 2 - 1/1 = 1, L2 = 1 - 1 = 0
     n = 9
@@ -350,6 +373,57 @@ def test_device_validation_messages():
     with pytest.raises(ValueError, match=r"b has shape \(3,\)"):
         api.bk_core_cuda(a, np.ones(3), 1.0, 1j, method="ratio", check_finite=True,
                          on_singular="raise")
+
+
+def test_device_finite_check_first_position_and_fast_paths():
+    # several blocks of the finiteness kernel: the first non-finite value is reported
+    rng = np.random.default_rng(3)
+    a = -2 + rng.uniform(-1, 1, (3, 300))
+    k = rng.uniform(0.5, 1.5, (3, 299))
+    bad = k.copy()
+    bad[2, 250] = np.inf
+    bad[2, 290] = np.nan
+    with pytest.raises(ValueError, match=r"b contains a non-finite value \(inf\) at row 2, "
+                                         r"position 250"):
+        api.bk_core_cuda(cuda.to_device(a), cuda.to_device(bad), 1.0, 1j, method="ratio",
+                         check_finite=True, on_singular="raise")
+    with pytest.raises(ValueError, match="c contains a non-finite value.*row 2, position 250"):
+        api.bk_core_cuda(cuda.to_device(a), 1, cuda.to_device(bad), 1j, method="ratio",
+                         check_finite=True, on_singular="raise")
+    # k = b * c is taken as is when the other factor is the scalar 1 (b or c), and the
+    # caller's array is not modified; scalar z values are cached per (z, B) correctly
+    k_d = cuda.to_device(k)
+    for z in (1j, 0.5 + 1j, 1j):
+        ref = bknumba.bk_core(a, k, 1.0, z)
+        for b, c in ((k_d, 1.0), (1, k_d), (k_d, np.float64(1.0))):
+            g = api.bk_core_cuda(cuda.to_device(a), b, c, z, method="ratio", check_finite=True,
+                                 on_singular="raise").copy_to_host()
+            assert _err(g, ref) < 1e-12
+    np.testing.assert_array_equal(k_d.copy_to_host(), k)
+    # a complex 1 still multiplies (complex k), matching the CPU
+    g = api.bk_core_cuda(cuda.to_device(a), k_d, 1 + 0j, 1j, method="ratio", check_finite=True,
+                         on_singular="raise").copy_to_host()
+    assert _err(g, bknumba.bk_core(a, k, 1 + 0j, 1j)) < 1e-12
+
+
+@pytest.mark.parametrize("blocks", [1, 3])
+def test_device_finite_check_unrolled_stride(monkeypatch, blocks):
+    # few blocks, so that each thread strides over several groups of four loads
+    monkeypatch.setattr(api, "_NF_BLOCKS", blocks)
+    a = np.full((2, 700), -2.0)
+    cases = [([(1, 699)], "row 1, position 699"),          # the last element (tail loop)
+             ([(0, 0), (1, 699)], "row 0, position 0"),
+             ([(1, 3), (0, 650), (0, 651)], "row 0, position 650")]
+    for positions, want in cases:
+        bad = a.copy()
+        for r, i in positions:
+            bad[r, i] = np.nan if i % 2 else -np.inf
+        with pytest.raises(ValueError, match=want):
+            api.bk_core_cuda(cuda.to_device(bad), 1.0, 1.0, 1j, method="ratio",
+                             check_finite=True, on_singular="raise")
+    g = api.bk_core_cuda(cuda.to_device(a), 1.0, 1.0, 1j, method="ratio", check_finite=True,
+                         on_singular="raise")  # all finite: no error
+    assert np.isfinite(g.copy_to_host()).all()
 
 
 def test_kernel_choice():

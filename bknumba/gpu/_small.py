@@ -3,16 +3,55 @@ from __future__ import annotations
 
 import math
 
-from numba import cuda
+from numba import cuda, types
+
+#: Threads per block of :func:`first_nonfinite_blocks` (its shared buffer's size).
+NF_THREADS = 128
+
+
+@cuda.jit(device=True, inline=True)
+def _finite(v):
+    # x - x is 0 for finite x and NaN for NaN or +-inf; no branches
+    return ((v.real - v.real) == 0.0) & ((v.imag - v.imag) == 0.0)
 
 
 @cuda.jit
-def first_nonfinite(x, res):
+def first_nonfinite_blocks(x, flags):
+    """``flags[block]`` = the first non-finite flat index among the positions this
+    block visits (grid-stride), or ``x.size``. Every block writes its entry, so
+    ``flags`` needs no initialisation; the host takes the minimum. Each thread
+    keeps four loads in flight and no branch depends on the loaded values."""
+    best_sh = cuda.shared.array(NF_THREADS, types.int64)
+    tid = cuda.threadIdx.x
+    size = x.size
     i = cuda.grid(1)
-    if i < x.size:
-        v = x[i]
-        if not (math.isfinite(v.real) and math.isfinite(v.imag)):
-            cuda.atomic.min(res, 0, i)
+    stride = cuda.gridsize(1)
+    best = size
+    while i + 3 * stride < size:
+        v0 = x[i]
+        v1 = x[i + stride]
+        v2 = x[i + 2 * stride]
+        v3 = x[i + 3 * stride]
+        # positions ascend within a thread, so the first bad one seen is its smallest
+        if best == size:
+            best = min(min(i if not _finite(v0) else size, i + stride if not _finite(v1) else size),
+                       min(i + 2 * stride if not _finite(v2) else size,
+                           i + 3 * stride if not _finite(v3) else size))
+        i += 4 * stride
+    while i < size:
+        if best == size and not _finite(x[i]):
+            best = i
+        i += stride
+    best_sh[tid] = best
+    cuda.syncthreads()
+    step = NF_THREADS // 2
+    while step > 0:
+        if tid < step and best_sh[tid + step] < best_sh[tid]:
+            best_sh[tid] = best_sh[tid + step]
+        cuda.syncthreads()
+        step //= 2
+    if tid == 0:
+        flags[cuda.blockIdx.x] = best_sh[0]
 
 
 @cuda.jit

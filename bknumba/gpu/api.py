@@ -104,7 +104,7 @@ def _small(cuda):
     if not _SMALL_KERNELS:
         from . import _small as sk
 
-        _SMALL_KERNELS.update(fill=sk.fill, first_nonfinite=sk.first_nonfinite,
+        _SMALL_KERNELS.update(fill=sk.fill, first_nonfinite_blocks=sk.first_nonfinite_blocks,
                               mask_check=sk.mask_check, mul_k=sk.mul_k,
                               nan_rows=sk.nan_rows, normalise=sk.normalise)
     return _SMALL_KERNELS
@@ -137,29 +137,60 @@ class _DeviceProblem:
         return self.a.shape[1]
 
 
-def _check_device_finite(cuda, name, arr, batched):
-    if arr.size == 0:
+#: Most blocks per array of the finiteness check (each strides over the rest).
+_NF_BLOCKS = 1024
+
+
+def _check_device_finite(cuda, items):
+    """Raise on the first NaN or infinity of each ``(name, device array, batched)``.
+
+    One launch per array (:func:`~bknumba.gpu._small.first_nonfinite_blocks`,
+    one flag per block, no initialisation) and one copy of all the flags back:
+    one synchronisation for every array checked.
+    """
+    from ._small import NF_THREADS
+
+    items = [it for it in items if it[1].size]
+    if not items:
         return
-    flat = arr.reshape(arr.size)
-    res = cuda.to_device(np.array([arr.size], dtype=np.int64))
-    tpb = 256
-    _small(cuda)["first_nonfinite"][max(1, -(-arr.size // tpb)), tpb](flat, res)
-    idx = int(res.copy_to_host()[0])
-    if idx < arr.size:
+    nblocks = [min(_NF_BLOCKS, -(-arr.size // NF_THREADS)) for _, arr, _ in items]
+    flags = cuda.device_array(sum(nblocks), dtype=np.int64)
+    kern = _small(cuda)["first_nonfinite_blocks"]
+    off = 0
+    for (_, arr, _), nb in zip(items, nblocks):
+        kern[nb, NF_THREADS](arr.reshape(arr.size), flags[off:off + nb])
+        off += nb
+    host = flags.copy_to_host()
+    off = 0
+    for (name, arr, batched), nb in zip(items, nblocks):
+        idx = int(host[off:off + nb].min())
+        off += nb
+        if idx >= arr.size:
+            continue
         if arr.ndim == 2:
             r, i = divmod(idx, arr.shape[1])
             where = f" at row {r}, position {i}" if batched else f" at position {i}"
         else:
             where = f" at position {idx}"
-        value = flat[idx:idx + 1].copy_to_host()[0]
+        value = arr.reshape(arr.size)[idx:idx + 1].copy_to_host()[0].item()
         raise ValueError(
             f"{name} contains a non-finite value ({value!r}){where}; "
             "pass check_finite=False to skip this check"
         )
 
 
-def _device_offdiag(cuda, name, value, batch, n, squeeze, check_finite):
-    """b or c as a device array of shape (1 or B, 1 or N - 1)."""
+def _is_unit(x) -> bool:
+    """Whether ``x`` is the real host scalar 1 (then ``b * c`` is the other factor)."""
+    return (isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool)
+            and x == 1)
+
+
+def _device_offdiag(cuda, name, value, batch, n, squeeze, check_finite, checks):
+    """b or c as a device array of shape (1 or B, 1 or N - 1).
+
+    Device arrays are queued in ``checks`` for the finiteness check (when
+    ``check_finite``); host values are checked here.
+    """
     m = max(n - 1, 0)
     if _is_device(value):
         arr = _as_device(cuda, value)
@@ -182,7 +213,7 @@ def _device_offdiag(cuda, name, value, batch, n, squeeze, check_finite):
         if out is None or not out.is_c_contiguous():
             raise ValueError(f"{name} must be a C-contiguous device array")
         if check_finite:
-            _check_device_finite(cuda, name, out, not squeeze)
+            checks.append((name, out, not squeeze))
         return out
     host = _v._as_numeric(name, value)
     if host.ndim == 0:
@@ -194,6 +225,23 @@ def _device_offdiag(cuda, name, value, batch, n, squeeze, check_finite):
     if check_finite:
         _v._first_nonfinite(name, h if not squeeze else h[0], not squeeze)
     return cuda.to_device(h)
+
+
+#: Device copies of scalar ``z`` broadcast to ``B`` rows, by ``(z, B)`` (read-only).
+_Z_CACHE: dict = {}
+
+
+def _device_z(cuda, z1, batch, scalar):
+    """``z1`` (host, ``(B,)`` complex128) on the device; scalar values are cached."""
+    if not scalar:
+        return cuda.to_device(z1)
+    key = (complex(z1[0]) if batch else 0j, batch)
+    hit = _Z_CACHE.get(key)
+    if hit is None:
+        if len(_Z_CACHE) >= 16:
+            _Z_CACHE.pop(next(iter(_Z_CACHE)))
+        hit = _Z_CACHE[key] = cuda.to_device(z1)
+    return hit
 
 
 def _prepare_device(cuda, a, b, c, z, mask, check_finite) -> _DeviceProblem:
@@ -210,16 +258,29 @@ def _prepare_device(cuda, a, b, c, z, mask, check_finite) -> _DeviceProblem:
     squeeze = a_d.ndim == 1
     a2 = a_d.reshape(1, a_d.shape[0]) if squeeze else a_d
     batch, n = a2.shape
-    if check_finite:
-        _check_device_finite(cuda, "a", a2, not squeeze)
-    b2 = _device_offdiag(cuda, "b", b, batch, n, squeeze, check_finite)
-    c2 = _device_offdiag(cuda, "c", c, batch, n, squeeze, check_finite)
     m = max(n - 1, 0)
-    cplx = b2.dtype.kind == "c" or c2.dtype.kind == "c"
-    k = cuda.device_array((batch, m), dtype=np.complex128 if cplx else np.float64)
-    if batch and m:
-        grid, tb = _grid2((batch, m))
-        _small(cuda)["mul_k"][grid, tb](b2, c2, k)
+    checks = [("a", a2, not squeeze)] if check_finite else []
+    # b * c: when one factor is the scalar 1 and the other already has k's shape and
+    # dtype, k is that array (no allocation, no pass over memory)
+    b2 = None if _is_unit(b) else _device_offdiag(cuda, "b", b, batch, n, squeeze,
+                                                  check_finite, checks)
+    c2 = None if _is_unit(c) else _device_offdiag(cuda, "c", c, batch, n, squeeze,
+                                                  check_finite, checks)
+    if check_finite:
+        _check_device_finite(cuda, checks)
+    other = c2 if b2 is None else b2 if c2 is None else None
+    if (other is not None and tuple(other.shape) == (batch, m)
+            and other.dtype in (np.float64, np.complex128)):
+        k = other
+    else:
+        one = cuda.to_device(np.ones((1, 1)))
+        b2 = one if b2 is None else b2
+        c2 = one if c2 is None else c2
+        cplx = b2.dtype.kind == "c" or c2.dtype.kind == "c"
+        k = cuda.device_array((batch, m), dtype=np.complex128 if cplx else np.float64)
+        if batch and m:
+            grid, tb = _grid2((batch, m))
+            _small(cuda)["mul_k"][grid, tb](b2, c2, k)
     # z: B values at most; validated on the host
     z_host = _as_device(cuda, z).copy_to_host() if _is_device(z) else z
     z_arr = _v._as_numeric("z", z_host)
@@ -234,7 +295,7 @@ def _prepare_device(cuda, a, b, c, z, mask, check_finite) -> _DeviceProblem:
         )
     if check_finite:
         _v._first_nonfinite("z", z_arr, not squeeze)
-    z_d = cuda.to_device(z1)
+    z_d = _device_z(cuda, z1, batch, z_arr.ndim == 0)
     mask_d = None
     if mask is not None:
         if _is_device(mask):
@@ -255,18 +316,21 @@ def _prepare_device(cuda, a, b, c, z, mask, check_finite) -> _DeviceProblem:
                 f"mask has shape {tuple(md.shape)}; expected ({n},)"
                 + ("" if squeeze else f" or ({batch}, {n})") + " like a"
             )
-        mask_d = cuda.device_array((batch, n), dtype=np.uint8)
-        res = cuda.to_device(np.array([batch * n + 1], dtype=np.int64))
-        if batch and n:
-            grid, tb = _grid2((batch, n))
-            _small(cuda)["mask_check"][grid, tb](md2, mask_d, res)
-        bad = int(res.copy_to_host()[0])
-        if bad <= batch * n:
-            r, i = divmod(bad, n)
-            value = md2[r:r + 1, i:i + 1].copy_to_host()[0, 0]
-            raise ValueError(
-                f"mask must contain only 0 and 1; found {value!r} at row {r}, position {i}"
-            )
+        if md2.dtype == np.bool_ and tuple(md2.shape) == (batch, n) and md2.is_c_contiguous():
+            mask_d = md2  # 0/1 by construction: used as is, no check, no copy
+        else:
+            mask_d = cuda.device_array((batch, n), dtype=np.uint8)
+            res = cuda.to_device(np.array([batch * n + 1], dtype=np.int64))
+            if batch and n:
+                grid, tb = _grid2((batch, n))
+                _small(cuda)["mask_check"][grid, tb](md2, mask_d, res)
+            bad = int(res.copy_to_host()[0])
+            if bad <= batch * n:
+                r, i = divmod(bad, n)
+                value = md2[r:r + 1, i:i + 1].copy_to_host()[0, 0].item()
+                raise ValueError(
+                    f"mask must contain only 0 and 1; found {value!r} at row {r}, position {i}"
+                )
     return _DeviceProblem(a2, k, z_d, mask_d, squeeze)
 
 
