@@ -392,13 +392,12 @@ def test_device_finite_check_first_position_and_fast_paths():
                          check_finite=True, on_singular="raise")
     # k = b * c is taken as is when the other factor is the scalar 1 (b or c), and the
     # caller's array is not modified; scalar z values are cached per (z, B) correctly
+    a, k = a[:, :24].copy(), k[:, :23].copy()  # short rows: the simulator is slow
     k_d = cuda.to_device(k)
-    for z in (1j, 0.5 + 1j, 1j):
-        ref = bknumba.bk_core(a, k, 1.0, z)
-        for b, c in ((k_d, 1.0), (1, k_d), (k_d, np.float64(1.0))):
-            g = api.bk_core_cuda(cuda.to_device(a), b, c, z, method="ratio", check_finite=True,
-                                 on_singular="raise").copy_to_host()
-            assert _err(g, ref) < 1e-12
+    for z, (b, c) in ((1j, (k_d, 1.0)), (0.5 + 1j, (1, k_d)), (1j, (k_d, np.float64(1.0)))):
+        g = api.bk_core_cuda(cuda.to_device(a), b, c, z, method="ratio", check_finite=True,
+                             on_singular="raise").copy_to_host()
+        assert _err(g, bknumba.bk_core(a, k, 1.0, z)) < 1e-12
     np.testing.assert_array_equal(k_d.copy_to_host(), k)
     # a complex 1 still multiplies (complex k), matching the CPU
     g = api.bk_core_cuda(cuda.to_device(a), k_d, 1 + 0j, 1j, method="ratio", check_finite=True,
@@ -421,9 +420,7 @@ def test_device_finite_check_unrolled_stride(monkeypatch, blocks):
         with pytest.raises(ValueError, match=want):
             api.bk_core_cuda(cuda.to_device(bad), 1.0, 1.0, 1j, method="ratio",
                              check_finite=True, on_singular="raise")
-    g = api.bk_core_cuda(cuda.to_device(a), 1.0, 1.0, 1j, method="ratio", check_finite=True,
-                         on_singular="raise")  # all finite: no error
-    assert np.isfinite(g.copy_to_host()).all()
+    api._check_device_finite(api._cuda(), [("a", cuda.to_device(a), True)])  # all finite
 
 
 def test_kernel_choice():
