@@ -52,6 +52,15 @@ if _OK:
     from bknumba.gpu import api, options
     from bknumba.gpu import sequence as seq
 
+
+@pytest.fixture(autouse=True)
+def _few_check_blocks(monkeypatch):
+    """Under the simulator every GPU thread is a Python thread: two blocks keep the
+    finiteness check quick, and every test then runs its strided, unrolled path."""
+    if SIM and _OK:
+        monkeypatch.setattr(api, "_NF_BLOCKS", 2)
+
+
 # (B, N) shapes: under the simulator with chunk 4 and T <= 8 threads: one chunk,
 # several chunks in one block (fused), several segments (global scan)
 if SIM:

@@ -34,6 +34,25 @@ from .._config import options, parallel_jit_kwargs, pick_driver, serial_jit_kwar
 __all__ = ["ratio_driver", "ratio_tile"]
 
 
+@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
+def _coupling_fwd(pr, pi, kk):
+    """``q = k / P`` for :func:`local_row`, the arithmetic of :func:`ratio_tile`'s forward
+    sweep (which spells it out for the FLOP-counting test); returns ``(q_re, q_im, |P|^2)``."""
+    p2 = pr * pr + pi * pi
+    s = 1.0 / p2
+    return (kk.real * pr + kk.imag * pi) * s, (kk.imag * pr - kk.real * pi) * s, p2
+
+
+@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
+def _coupling_bwd(pr, pi, kk):
+    """``q = k * (1 / P)``, the order of :func:`ratio_tile`'s backward sweep; same returns."""
+    p2 = pr * pr + pi * pi
+    s = 1.0 / p2
+    inv_re = pr * s
+    inv_im = -pi * s
+    return kk.real * inv_re - kk.imag * inv_im, kk.real * inv_im + kk.imag * inv_re, p2
+
+
 @njit(error_model="numpy", **serial_jit_kwargs())
 def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
                left_re, left_im, lane):
@@ -90,7 +109,8 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
                 pi = left_im[i - 1, j]
                 s = 1.0 / (pr * pr + pi * pi)
                 kk = k[r0 + j, i - 1]
-                # q = k / L[i-1] = k * conj(L[i-1]) / |L[i-1]|^2
+                # q = k / L[i-1] = k * conj(L[i-1]) / |L[i-1]|^2 (written out, not
+                # _coupling_fwd: tests/test_flops_kernels.py re-runs this source to count FLOPs)
                 qr = (kk.real * pr + kk.imag * pi) * s
                 qi = (kk.imag * pr - kk.real * pi) * s
                 lr = dr - qr
@@ -178,24 +198,6 @@ def run_ratio(a, k, z, rec_mask=None, combine_mask=None, tile=None):
     driver = pick_driver(ratio_driver, _ratio_driver_serial, batch * n)
     driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol * rtol, tile, chunks)
     return out, first_bad
-
-
-@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
-def _coupling_fwd(pr, pi, kk):
-    """``q = k / P`` as in :func:`ratio_tile`'s forward sweep; returns ``(q_re, q_im, |P|^2)``."""
-    p2 = pr * pr + pi * pi
-    s = 1.0 / p2
-    return (kk.real * pr + kk.imag * pi) * s, (kk.imag * pr - kk.real * pi) * s, p2
-
-
-@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
-def _coupling_bwd(pr, pi, kk):
-    """``q = k * (1 / P)`` as in :func:`ratio_tile`'s backward sweep."""
-    p2 = pr * pr + pi * pi
-    s = 1.0 / p2
-    inv_re = pr * s
-    inv_im = -pi * s
-    return kk.real * inv_re - kk.imag * inv_im, kk.real * inv_im + kk.imag * inv_re, p2
 
 
 @njit(error_model="numpy", **serial_jit_kwargs())

@@ -19,8 +19,6 @@ for (near-)zero pivots, or NaN rows with ``on_singular="nan"``.
 """
 from __future__ import annotations
 
-import os
-
 import numpy as np
 
 from .. import _validation as _v
@@ -139,10 +137,8 @@ class _DeviceProblem:
         return self.a.shape[1]
 
 
-#: Most blocks per array of the finiteness check (each strides over the rest). Under
-#: Numba's CUDA simulator every thread is a Python thread: two blocks keep it quick (and
-#: run the strided, unrolled path in every test).
-_NF_BLOCKS = 2 if os.environ.get("NUMBA_ENABLE_CUDASIM", "0") not in ("", "0") else 1024
+#: Most blocks per array of the finiteness check (each strides over the rest).
+_NF_BLOCKS = 1024
 
 
 def _check_device_finite(cuda, items):

@@ -78,6 +78,7 @@ def gelu_f32(v):  # pragma: no cover - compiled
     h = e * p / q
     return v - v * h if v >= 0 else v * h
 
+
 @njit(**_SERIAL)
 def gelu_flat(xf, out):  # pragma: no cover - compiled
     """``out[i] = gelu(xf[i])`` (1-D float32; ``out`` may be ``xf``)."""
@@ -85,34 +86,23 @@ def gelu_flat(xf, out):  # pragma: no cover - compiled
         out[i] = gelu_f32(xf[i])
 
 
-@njit(inline="always", **_SERIAL)
-def _bias_gelu_rows(x2, bias, out, r0, r1):  # pragma: no cover - compiled
-    d = x2.shape[1]
-    for i in range(r0, r1):
-        for j in range(d):
-            out[i, j] = gelu_f32(x2[i, j] + bias[j])
-
-
-
 @njit(**_SERIAL)
 def bias_gelu(x2, bias, out):  # pragma: no cover - compiled
     """``out = gelu(x2 + bias)`` over rows of a 2-D float32 array (``out`` may be ``x2``)."""
-    _bias_gelu_rows(x2, bias, out, 0, x2.shape[0])
-
-
-@njit(inline="always", **_SERIAL)
-def _bias_relu_rows(x2, bias, r0, r1):  # pragma: no cover - compiled
-    d = x2.shape[1]
-    for i in range(r0, r1):
+    rows, d = x2.shape
+    for i in range(rows):
         for j in range(d):
-            v = x2[i, j] + bias[j]
-            x2[i, j] = _F(0.0) if v < _F(0.0) else v  # NaN propagates, like torch.relu
+            out[i, j] = gelu_f32(x2[i, j] + bias[j])
 
 
 @njit(**_SERIAL)
 def bias_relu_(x2, bias):  # pragma: no cover - compiled
     """``x2 = relu(x2 + bias)`` in place over rows of a 2-D float32 array."""
-    _bias_relu_rows(x2, bias, 0, x2.shape[0])
+    rows, d = x2.shape
+    for i in range(rows):
+        for j in range(d):
+            v = x2[i, j] + bias[j]
+            x2[i, j] = _F(0.0) if v < _F(0.0) else v  # NaN propagates, like torch.relu
 
 
 @njit(**_SERIAL)
@@ -141,10 +131,11 @@ def center(x2, bias_in, mean, out):  # pragma: no cover - compiled
             out[i, j] = (x2[i, j] + bias_in[j]) - m
 
 
-@njit(inline="always", **_SERIAL)
-def _scale_rows(c2, inv, w, b, out, act, r0, r1):  # pragma: no cover - compiled
-    d = c2.shape[1]
-    for i in range(r0, r1):
+@njit(**_SERIAL)
+def scale_act(c2, inv, w, b, out, act):  # pragma: no cover - compiled
+    """``out[i] = act(c2[i] * inv[i] * w + b)``, ``act`` GELU or identity (no overlap)."""
+    rows, d = c2.shape
+    for i in range(rows):
         s = inv[i]
         if act:
             for j in range(d):
@@ -152,9 +143,3 @@ def _scale_rows(c2, inv, w, b, out, act, r0, r1):  # pragma: no cover - compiled
         else:
             for j in range(d):
                 out[i, j] = c2[i, j] * s * w[j] + b[j]
-
-
-@njit(**_SERIAL)
-def scale_act(c2, inv, w, b, out, act):  # pragma: no cover - compiled
-    """``out[i] = act(c2[i] * inv[i] * w + b)``, ``act`` GELU or identity (no overlap)."""
-    _scale_rows(c2, inv, w, b, out, act, 0, c2.shape[0])

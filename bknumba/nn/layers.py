@@ -125,6 +125,11 @@ def _fast32(x, *params):
             and all(p is None or p.dtype == np.float32 for p in params))
 
 
+def _bias32(bias, d):
+    """``bias`` as a contiguous float32 vector, zeros when None (for the Numba kernels)."""
+    return np.zeros(d, np.float32) if bias is None else np.ascontiguousarray(bias)
+
+
 def _rowdot(c):
     """Row-wise ``sum(c * c)`` (``numpy.vecdot`` from NumPy 2.0, ``einsum`` before)."""
     vecdot = getattr(np, "vecdot", None)
@@ -141,14 +146,12 @@ def _ln_act(x, bias_in, weight, bias, eps, out, act):
     k = _kernels()
     d = x.shape[-1]
     x2 = x.reshape(-1, d)
+    bias_in = _bias32(bias_in, d)
     mean = x2 @ np.ones(d, dtype=np.float32)
-    if bias_in is not None:
-        mean += bias_in.sum(dtype=np.float32)
-    else:
-        bias_in = np.zeros(d, dtype=np.float32)
+    mean += bias_in.sum(dtype=np.float32)
     mean *= np.float32(1.0 / d)
     c = np.empty_like(x2)
-    k.center(x2, np.ascontiguousarray(bias_in), mean, c)
+    k.center(x2, bias_in, mean, c)
     var = _rowdot(c).astype(np.float64)
     inv = (1.0 / np.sqrt(var / d + float(eps))).astype(np.float32)
     k.scale_act(c, inv, np.ascontiguousarray(weight), np.ascontiguousarray(bias),
@@ -177,9 +180,7 @@ def linear_gelu(x, weight, bias):
         y = linear(x, weight)
         d = y.shape[-1]
         out = np.empty_like(y)  # not in place: see linear_ln_gelu
-        k = _kernels()
-        b = np.zeros(d, np.float32) if bias is None else np.ascontiguousarray(bias)
-        k.bias_gelu(y.reshape(-1, d), b, out.reshape(-1, d))
+        _kernels().bias_gelu(y.reshape(-1, d), _bias32(bias, d), out.reshape(-1, d))
         return out
     return gelu(linear(x, weight, bias))
 
@@ -201,9 +202,7 @@ def _relu_(x, bias=None):
     """
     if _fast32(x, bias):
         d = x.shape[-1]
-        k = _kernels()
-        b = np.zeros(d, np.float32) if bias is None else np.ascontiguousarray(bias)
-        k.bias_relu_(x.reshape(-1, d), b)
+        _kernels().bias_relu_(x.reshape(-1, d), _bias32(bias, d))
         return x
     if bias is not None:
         x += bias
