@@ -54,8 +54,9 @@ def _report_singular(first_bad: np.ndarray, n: int, g: np.ndarray, on_singular: 
             "succeed"
         )
     else:
+        where = "" if pos >= n - 1 else f", or G leaves the float64 range at position {pos},"
         detail = (
-            f"det(T - zI) = theta[N] is (near) zero in batch row {r}{more}: "
+            f"det(T - zI) = theta[N] is (near) zero{where} in batch row {r}{more}: "
             "T - zI is singular or ill-conditioned"
         )
     raise SingularResolventError(

@@ -23,17 +23,31 @@ finite = dict(allow_nan=False, allow_infinity=False)
 
 
 def _min_pivot_ratio(a, b, c, z):
-    """Smallest |pivot| / (|d| + |coupling term|) over L, R and L + R - d (one row)."""
+    """Smallest |pivot| / scale over L, R and L + R - d (one row).
+
+    The scale is the size of row i of T - zI (|d|, |b|, |c| around i) plus the
+    coupling terms, so a pivot that is small only because the whole row is
+    small still counts, but a pivot that is tiny next to its off-diagonals
+    (b = 0, |d| = 3e-8, c = 1: the inverse grows like |d|^-N and SciPy's
+    reference overflows) is rejected as ill-posed.
+    """
     try:
         left, right, d = naive.pivots(a, b, c, z)
     except ZeroDivisionError:
         return 0.0
+    n = len(d)
+    off = np.zeros(n)
+    if n > 1:
+        edge = np.abs(b) + np.abs(c)
+        off[:-1] += edge
+        off[1:] += edge
     worst = np.inf
-    for i in range(len(d)):
+    for i in range(n):
         den = left[i] + right[i] - d[i]
-        scale = abs(d[i]) + abs(left[i] - d[i]) + abs(right[i] - d[i])
+        scale = (abs(d[i]) + off[i] + abs(left[i] - d[i]) + abs(right[i] - d[i]))
         for p in (left[i], right[i], den):
-            worst = min(worst, abs(p) / max(scale, 1e-300))
+            # below 1.5e-154 a pivot's square underflows: reported by design
+            worst = min(worst, abs(p) / max(scale, 1e-300) if abs(p) > 1e-150 else 0.0)
     return worst
 
 
@@ -84,6 +98,19 @@ def test_general_matches_scipy(method, problem):
     ref = bk_core_banded(a, b, c, z)
     assert g.dtype == np.complex128 and g.shape == a.shape
     assert relative_error(g, ref).max() <= 1e-11
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_decoupled_small_pivots_exact_where_scipy_fails(method):
+    # Found by Hypothesis in CI: b = 0, c = 1, |a - z| = 3e-8. The inverse's
+    # off-diagonal entries grow like |d|^-N (SciPy's banded solve overflows or
+    # calls the matrix singular), but its diagonal is exactly 1 / d_i and each
+    # pivot is d_i itself, large next to its zero coupling: nothing to report.
+    n = 43
+    a = np.full((1, n), 0.49999997j)
+    z = np.array([0.5j])
+    g = bknumba.bk_core(a, np.zeros((1, n - 1)), np.ones((1, n - 1)), z, method=method)
+    assert relative_error(g, np.full((1, n), 1.0 / (a[0, 0] - z[0]))).max() <= 4e-16
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -386,6 +413,83 @@ def test_singular_leading_block_theta_phi_recovers():
         bknumba.bk_core([0.0, 0.0], 1.0, 1.0, z=0.0)
     g = bknumba.bk_core([0.0, 0.0], 1.0, 1.0, z=0.0, method="theta_phi")
     np.testing.assert_array_equal(g, [0.0, 0.0])
+
+
+@st.composite
+def extreme_problems(draw):
+    """Entries whose magnitudes span 1e-320 (subnormal) .. 1e100, zeros included."""
+    batch = draw(st.integers(1, 3))
+    n = draw(st.integers(1, 12))
+    mag = st.one_of(st.just(0.0), st.floats(1e-320, 1e-300), st.floats(1e-170, 1e-140),
+                    st.floats(1e-30, 1e30), st.floats(1e90, 1e100))
+    signed = st.builds(lambda m, s: m if s else -m, mag, st.booleans())
+    re = draw(hnp.arrays(np.float64, (batch, n), elements=signed))
+    im = draw(hnp.arrays(np.float64, (batch, n), elements=signed))
+    k = draw(hnp.arrays(np.float64, (batch, max(n - 1, 0)), elements=signed))
+    z = complex(draw(signed), draw(signed))
+    return re + 1j * im, k, z
+
+
+@pytest.mark.parametrize("semantics", [None, "seed", "local", "exact"])
+@pytest.mark.parametrize("method", METHODS)
+@settings(deadline=None, max_examples=80)
+@given(problem=extreme_problems(), mask_seed=st.integers(0, 2**32 - 1))
+def test_never_silently_nonfinite(method, semantics, problem, mask_seed):
+    # Whatever the magnitudes, a result is finite or its row is reported:
+    # tiny pivots whose squares underflow, huge ones whose squares overflow.
+    a, k, z = problem
+    if semantics == "seed" and method == "ratio":
+        method = "theta_phi"
+    if semantics == "local" and method == "theta_phi":
+        method = "ratio"
+    if semantics is None:
+        def run(**kw):
+            return bknumba.bk_core(a, k, 1.0, z, method=method, **kw)
+    else:
+        mask = np.random.default_rng(mask_seed).random(a.shape) < 0.7
+
+        def run(**kw):
+            return bknumba.sparse_bk_core(a, k, 1.0, mask, z, semantics=semantics,
+                                          method=method, **kw)
+    g = run(on_singular="nan")
+    bad_rows = ~np.isfinite(g).all(axis=-1)
+    assert np.all(np.isnan(g[bad_rows]))  # a reported row is NaN throughout
+    if bad_rows.any():
+        with pytest.raises(bknumba.SingularResolventError) as exc:
+            run()
+        assert list(exc.value.rows) == list(np.flatnonzero(bad_rows))
+    else:
+        np.testing.assert_array_equal(run(), g)
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("tiny", [1e-150, 1e-160, 1e-300, 5e-324])
+def test_tiny_pivots_exact_or_reported(method, tiny):
+    # a decoupled row [1, tiny, 1] - z: G = 1 / d exactly where it is a float64;
+    # the ratio method reports pivots below 1.5e-154 (their squares underflow),
+    # theta/phi rescales and is exact down to the subnormals
+    z = 0.5j
+    a = np.array([1.0 + z, tiny + z, 1.0 + z])
+    want = np.array([1.0, 1.0 / tiny, 1.0])
+    exact = tiny >= (1.5e-154 if method == "ratio" else 1e-300)
+    for run in (lambda **kw: bknumba.bk_core(a, 0.0, 0.0, z, method=method, **kw),
+                lambda **kw: bknumba.sparse_bk_core(a, 0.0, 0.0, [1, 1, 1], z,
+                                                    semantics="exact", method=method, **kw)):
+        if exact:
+            assert relative_error(run(), want).max() <= 1e-15
+            continue
+        with pytest.raises(bknumba.SingularResolventError, match="position 1"):
+            run()
+        assert np.all(np.isnan(run(on_singular="nan")))
+    if method == "ratio":
+        # local semantics: the same pivots, segment by segment
+        g = lambda **kw: bknumba.sparse_bk_core(a, 0.0, 0.0, [1, 1, 0], z,  # noqa: E731
+                                                 semantics="local", **kw)
+        if exact:
+            assert relative_error(g(), [1.0, 1.0 / tiny, 0.0]).max() <= 1e-15
+        else:
+            with pytest.raises(bknumba.SingularResolventError, match="position 1"):
+                g()
 
 
 def test_near_singular_real_z_on_eigenvalue():

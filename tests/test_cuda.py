@@ -44,6 +44,7 @@ pytestmark = [
     pytest.mark.skipif(not _OK, reason=_WHY),
     # zero pivots under the simulator: NumPy warns where the GPU silently gives inf/nan
     pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning"),
+    pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning"),
 ]
 
 if _OK:
@@ -276,6 +277,30 @@ def test_singular_determinant_theta_phi():
             _full(a, 1.0, 1.0, z, "theta_phi", kernel)
         np.testing.assert_array_equal(gpu.value.rows, cpu.value.rows)
         np.testing.assert_array_equal(gpu.value.positions, cpu.value.positions)
+
+
+@pytest.mark.parametrize("kernel", ["sequence", "batch"])
+@pytest.mark.parametrize("method", ["ratio", "theta_phi"])
+def test_tiny_pivots_like_cpu(kernel, method):
+    """Pivots whose squares underflow: reported, or exact (theta/phi), as on the CPU;
+    never a silent inf / nan."""
+    n = 13 if SIM else 3000
+    z = 0.5j
+    a = np.ones((5, n)) + z
+    a[0, n // 2] = 1e-160 + z
+    a[1, n // 2] = 1e-300 + z
+    a[2, n - 1] = 1e-170 + z
+    a[3, 0] = 5e-324 + z
+    k = np.zeros((5, n - 1))
+    k[4] = 0.25  # a regular coupled row
+    ref = bknumba.bk_core(a, k, 1.0, z, method=method, device="cpu", on_singular="nan")
+    g = api.bk_core_cuda(a, k, 1.0, z, method=method, check_finite=True, on_singular="nan",
+                         kernel=kernel)
+    bad = np.isnan(ref).all(axis=1)
+    assert bad[3] and (bad[0] == (method == "ratio"))  # the CPU's rules, see test_core
+    np.testing.assert_array_equal(np.isnan(g).all(axis=1), bad)
+    assert np.isfinite(g[~bad]).all()
+    assert _err(g[~bad], ref[~bad]) < 1e-14
 
 
 def test_singular_in_a_later_chunk():

@@ -31,7 +31,13 @@ from numba import njit, prange
 
 from .._config import options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin
 
-__all__ = ["ratio_driver", "ratio_tile"]
+__all__ = ["ratio_driver", "ratio_tile", "TINY"]
+
+#: Smallest normal float64. A pivot whose squared magnitude falls below it is
+#: reported like a zero pivot: its reciprocal ``conj(y) / |y|^2`` would
+#: overflow (``|y| < 1.5e-154``). A squared magnitude that overflows makes the
+#: relative test ``|y|^2 <= rtol^2 * scale`` read ``inf <= inf``: reported too.
+TINY = float(np.finfo(np.float64).tiny)
 
 
 @njit(inline="always", error_model="numpy", **serial_jit_kwargs())
@@ -93,7 +99,7 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
         di = x.imag - zi[j]
         left_re[0, j] = dr
         left_im[0, j] = di
-        if dr * dr + di * di == 0.0:
+        if dr * dr + di * di < TINY:
             bad[j] = 0.0
     for i in range(1, n):
         for j in range(w):
@@ -118,7 +124,8 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
                 scale = dr * dr + di * di + qr * qr + qi * qi
             left_re[i, j] = lr
             left_im[i, j] = li
-            if lr * lr + li * li <= rtol2 * scale:
+            l2 = lr * lr + li * li
+            if l2 <= rtol2 * scale or l2 < TINY:
                 bad[j] = min(bad[j], i)
     # backward sweep: right pivots R[i], combined with L[i] on the fly
     for i in range(n - 1, -1, -1):
@@ -138,7 +145,7 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
                 ri = di - qi
                 scale = dr * dr + di * di + qr * qr + qi * qi
             m2 = rr * rr + ri * ri
-            if m2 <= rtol2 * scale:
+            if m2 <= rtol2 * scale or m2 < TINY:
                 bad[j] = min(bad[j], i)
             if i > 0 and (rec_mask is None or rec_mask[r0 + j, i - 1]):
                 # 1 / R[i] is needed by the next (coupled) step only
@@ -153,7 +160,7 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
                 er = lr + rr - dr
                 ei = li + ri - di
                 e2 = er * er + ei * ei
-                if e2 <= rtol2 * (lr * lr + li * li + m2):
+                if e2 <= rtol2 * (lr * lr + li * li + m2) or e2 < TINY:
                     bad[j] = min(bad[j], i)
                 s = 1.0 / e2
                 out[r0 + j, i] = complex(er * s, -ei * s)
@@ -255,14 +262,15 @@ def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, le
                     pr = lr
                     pi = li
                 qr, qi, p2 = _coupling_fwd(pr, pi, k[r, i - 1])
-                if p2 == 0.0:
+                if p2 < TINY:
                     bad = min(bad, i - 1)
                 lr = dr - qr
                 li = di - qi
                 scale = dr * dr + di * di + qr * qr + qi * qi
             left_re[i] = lr
             left_im[i] = li
-            if lr * lr + li * li <= rtol2 * scale:
+            l2 = lr * lr + li * li
+            if l2 <= rtol2 * scale or l2 < TINY:
                 bad = min(bad, i)
     # backward: R[i] = d[i] - k[i] / P, P = d[i+1] at a segment's end, else R[i+1]; combine
     rr = 0.0
@@ -284,20 +292,20 @@ def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, le
                     pr = rr
                     pi = ri
                 qr, qi, p2 = _coupling_bwd(pr, pi, k[r, i])
-                if p2 == 0.0:
+                if p2 < TINY:
                     bad = min(bad, i + 1)
                 rr = dr - qr
                 ri = di - qi
                 scale = dr * dr + di * di + qr * qr + qi * qi
             m2 = rr * rr + ri * ri
-            if m2 <= rtol2 * scale:
+            if m2 <= rtol2 * scale or m2 < TINY:
                 bad = min(bad, i)
             lr = left_re[i]
             li = left_im[i]
             er = lr + rr - dr
             ei = li + ri - di
             e2 = er * er + ei * ei
-            if e2 <= rtol2 * (lr * lr + li * li + m2):
+            if e2 <= rtol2 * (lr * lr + li * li + m2) or e2 < TINY:
                 bad = min(bad, i)
             s = 1.0 / e2
             out[r, i] = complex(er * s, -ei * s)

@@ -9,7 +9,9 @@ each sweep carries its last two values with a shared power-of-two scale
 ``2**(SHIFT * count)``: when both leave ``[2**-SHIFT, 2**SHIFT]`` they are
 multiplied by an exact power of two and ``count`` moves by one. Rescaling by
 a power of two is exact, so the recursion is the raw one, bit for bit, only
-never overflows (entries may be as large as about ``2**400`` in magnitude).
+never overflows (the carried values stay below about ``2**400``, for inputs
+up to about ``2**200`` = 1.6e60 in magnitude; beyond, a step can outgrow the
+rescaling, and the row is reported, never returned as inf / nan).
 
 Masked positions (``rec_mask`` False; the seed's sparse semantics) drop the
 coupling term of the step that produces them:
@@ -30,6 +32,11 @@ __all__ = ["SHIFT", "theta_phi_driver", "run_theta_phi"]
 SHIFT = 200
 _BIG = 2.0 ** SHIFT
 _SMALL = 2.0 ** -SHIFT
+_MAX = float(np.finfo(np.float64).max)
+# below _SQ_LOW the squares of the last step lose bits or vanish; scaling by
+# _UP (exact) brings them back into range for the cancellation test
+_SQ_LOW = 2.0 ** -900
+_UP = 2.0 ** 600
 # 2**(SHIFT * m) for m = -5 .. 5 (all normal doubles)
 _POW = np.array([2.0 ** (SHIFT * m) for m in range(-5, 6)])
 
@@ -61,7 +68,9 @@ def theta_phi_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2
     mantissa and scale count. If ``out`` has zero rows, no ``G`` is combined;
     if ``phi_re`` has rows, phi is stored there (position-major, like theta).
     ``first_bad[r]`` is set to ``N - 1`` when ``theta[N] = det(T - zI)``
-    came out (near) zero by cancellation in its last step, else to ``N``.
+    came out (near) zero by cancellation in its last step (or exactly zero),
+    to the first position ``i`` where ``G[i]`` leaves the float64 range (or
+    is NaN after an overflow of the continuants), else to ``N``.
     """
     n = a.shape[1]
     zr = lane[0]
@@ -108,6 +117,8 @@ def theta_phi_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2
             if rec_mask is not None and not rec_mask[r0 + j, i]:
                 nr = ur
                 ni = ui
+                vr = 0.0
+                vi = 0.0
                 scale = ur * ur + ui * ui
             else:
                 kk = k[r0 + j, i - 1]
@@ -116,8 +127,20 @@ def theta_phi_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2
                 nr = ur - vr
                 ni = ui - vi
                 scale = ur * ur + ui * ui + vr * vr + vi * vi
-            if i == n - 1 and nr * nr + ni * ni <= rtol2 * scale:
-                bad[j] = n - 1
+            if i == n - 1:
+                if scale < _SQ_LOW:
+                    # the squares underflow: compare exactly rescaled copies
+                    nr2 = nr * _UP
+                    ni2 = ni * _UP
+                    ur2 = ur * _UP
+                    ui2 = ui * _UP
+                    vr2 = vr * _UP
+                    vi2 = vi * _UP
+                    if nr2 * nr2 + ni2 * ni2 <= rtol2 * (ur2 * ur2 + ui2 * ui2 + vr2 * vr2
+                                                         + vi2 * vi2):
+                        bad[j] = n - 1
+                elif nr * nr + ni * ni <= rtol2 * scale:
+                    bad[j] = n - 1
             s = max(max(abs(nr), abs(ni)), max(abs(cr[j]), abs(ci[j])))
             f, dc = _rescale(s)
             pr[j] = cr[j] * f
@@ -130,9 +153,21 @@ def theta_phi_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2
             th_cnt[i + 1, j] = cnt[j]
     # backward: phi[i] for i = N - 1 .. 0, combined with theta on the fly
     for j in range(w):
-        # 1 / theta[N], mantissa only; its scale goes into the exponent
+        # 1 / theta[N], mantissa only; its scale goes into the exponent. The
+        # mantissa is first brought to >= 2**-SHIFT (exactly, by powers of two)
+        # so that |theta[N]|^2 cannot underflow; an exact zero is reported.
         tr = th_re[n, j]
         ti = th_im[n, j]
+        s = max(abs(tr), abs(ti))
+        if s == 0.0:
+            bad[j] = n - 1
+        while s < _SMALL and s > 0.0:
+            tr *= _BIG
+            ti *= _BIG
+            s *= _BIG
+            th_cnt[n, j] -= 1.0
+        th_re[n, j] = tr
+        th_im[n, j] = ti
         s = 1.0 / (tr * tr + ti * ti)
         lane[8, j] = tr * s
         lane[9, j] = -ti * s
@@ -181,7 +216,12 @@ def theta_phi_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2
                     gr = br * lane[8, j] - bi * lane[9, j]
                     gi = br * lane[9, j] + bi * lane[8, j]
                     f = _pow2(th_cnt[i, j] + cnt[j] - th_cnt[n, j], pow_table)
-                    out[r0 + j, i] = complex(gr * f, gi * f)
+                    gr *= f
+                    gi *= f
+                    # beyond the float64 range (or NaN after an overflow): report
+                    if not (max(abs(gr), abs(gi)) <= _MAX):
+                        bad[j] = min(bad[j], i)
+                    out[r0 + j, i] = complex(gr, gi)
     for j in range(w):
         first_bad[r0 + j] = np.int64(bad[j])
 

@@ -18,6 +18,13 @@ from numba import cuda
 SHIFT = 200
 BIG = 2.0 ** SHIFT
 SMALL = 2.0 ** -SHIFT
+#: Smallest normal and largest float64 (as in :mod:`bknumba.cpu.ratio`: a pivot
+#: with ``|p|^2 < TINY`` is reported, its reciprocal would overflow).
+TINY = 2.2250738585072014e-308
+MAXF = 1.7976931348623157e308
+# squares of the last theta step below SQ_LOW: compare copies scaled by UP (exact)
+SQ_LOW = 2.0 ** -900
+UP = 2.0 ** 600
 
 
 @cuda.jit(device=True, inline=True)
@@ -148,3 +155,53 @@ def ld_real(re, im, q):
 @cuda.jit(device=True, inline=True)
 def ld_cplx(re, im, q):
     return complex(re[q], im[q])
+
+
+@cuda.jit(device=True, inline=True)
+def small_pivot(x2, sc, rtol2):
+    """A pivot with squared magnitude ``x2`` is (near) zero against ``sc``,
+    or so small that its reciprocal would overflow."""
+    return x2 <= rtol2 * sc or x2 < TINY
+
+
+@cuda.jit(device=True, inline=True)
+def ratio(y, x):
+    """``y / x`` for a carry vector ``(x, y)`` (larger entry in range), also
+    when ``|x|^2`` underflows; inf / nan only when ``x`` is 0 or ``y / x``
+    overflows (both reported by the pivot checks)."""
+    if abs2(x) >= TINY:
+        return y * inv(x)
+    s = mx(x)
+    t = 1.0 / s if s != 0.0 else math.inf
+    return (y * t) * inv(x * t)
+
+
+@cuda.jit(device=True, inline=True)
+def cancelled(nx, uv, vv, rtol2):
+    """The last theta step ``nx = uv - vv`` cancelled to (near) zero."""
+    sc = abs2(uv) + abs2(vv)
+    if sc < SQ_LOW:
+        nx = nx * UP
+        sc = abs2(uv * UP) + abs2(vv * UP)
+    return abs2(nx) <= rtol2 * sc
+
+
+@cuda.jit(device=True, inline=True)
+def renorm1(x, c):
+    """Rescale one value by powers of 2**SHIFT into range (0 stays 0)."""
+    s = mx(x)
+    while s > BIG:
+        x = x * SMALL
+        s = s * SMALL
+        c += 1.0
+    while s < SMALL and s > 0.0:
+        x = x * BIG
+        s = s * BIG
+        c -= 1.0
+    return x, c
+
+
+@cuda.jit(device=True, inline=True)
+def out_of_range(v):
+    """``v`` is inf or nan (a ``G`` beyond float64, or after an overflow)."""
+    return not (max(abs(v.real), abs(v.imag)) <= MAXF)

@@ -46,7 +46,7 @@ def _batch_kernel(theta, rec, comb):
                         qv = 0j
                     lv = d - qv
                     sc = dv.abs2(d) + dv.abs2(qv)
-                if dv.abs2(lv) <= rtol2 * sc:
+                if dv.small_pivot(dv.abs2(lv), sc, rtol2):
                     bb = min(bb, p)
                 out[r, p] = lv
                 w = dv.inv(lv)
@@ -64,7 +64,7 @@ def _batch_kernel(theta, rec, comb):
                     rv = d - qv
                     sc = dv.abs2(d) + dv.abs2(qv)
                 m2 = dv.abs2(rv)
-                if m2 <= rtol2 * sc:
+                if dv.small_pivot(m2, sc, rtol2):
                     bb = min(bb, p)
                 u = dv.inv(rv)
                 if comb and not unmasked:
@@ -72,8 +72,7 @@ def _batch_kernel(theta, rec, comb):
                 else:
                     lv = out[r, p]
                     ev = lv + rv - d
-                    e2 = dv.abs2(ev)
-                    if e2 <= rtol2 * (dv.abs2(lv) + m2):
+                    if dv.small_pivot(dv.abs2(ev), dv.abs2(lv) + m2, rtol2):
                         bb = min(bb, p)
                     out[r, p] = dv.inv(ev)
         else:
@@ -87,16 +86,18 @@ def _batch_kernel(theta, rec, comb):
                 uv = d * tx
                 if p == 0 or (rec and not mask[r, p]):
                     nx = uv
-                    sc = dv.abs2(uv)
+                    vv = 0j
                 else:
                     vv = k[r, p - 1] * ty
                     nx = uv - vv
-                    sc = dv.abs2(uv) + dv.abs2(vv)
-                if p == n - 1 and dv.abs2(nx) <= rtol2 * sc:
+                if p == n - 1 and dv.cancelled(nx, uv, vv, rtol2):
                     bb = n - 1
                 tx, ty, tc = dv.renorm2(nx, tx, tc)
+            # theta[N] alone into range, so that 1 / theta[N] is finite
+            tx, ncnt = dv.renorm1(tx, tc)
+            if tx.real == 0.0 and tx.imag == 0.0:
+                bb = n - 1
             tinv = dv.inv(tx)
-            ncnt = tc
             px = 1.0 + 0j
             py = 0j
             pc = 0.0
@@ -106,7 +107,10 @@ def _batch_kernel(theta, rec, comb):
                 else:
                     gv = out[r, p] * px * tinv
                     f = dv.pow2(scnt[r, p] + pc - ncnt)
-                    out[r, p] = complex(gv.real * f, gv.imag * f)
+                    gv = complex(gv.real * f, gv.imag * f)
+                    if dv.out_of_range(gv):
+                        bb = min(bb, p)
+                    out[r, p] = gv
                 if p > 0:
                     d = a[r, p] - zz
                     uv = d * px

@@ -320,7 +320,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 # forward: L[p] = d[p] - k[p-1] / L[p-1]; w = 1 / L[p-1] = fy / fx
                 if s > 0 and fx.real == 0.0 and fx.imag == 0.0:
                     bb = min(bb, s - 1)
-                w = fy * dv.inv(fx) if s > 0 else 0j
+                w = dv.ratio(fy, fx) if s > 0 else 0j
                 for i in range(nv):
                     q = base + i
                     d = ld_a(sa_re, sa_im, q) - zz
@@ -335,8 +335,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         qv = kk * w
                         lv = d - qv
                         sc = dv.abs2(d) + dv.abs2(qv)
-                    l2 = dv.abs2(lv)
-                    if l2 <= rtol2 * sc:
+                    if dv.small_pivot(dv.abs2(lv), sc, rtol2):
                         bb = min(bb, s + i)
                     sl_re[q] = lv.real
                     sl_im[q] = lv.imag
@@ -344,7 +343,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 # backward: R[p] = d[p] - k[p] / R[p+1]; u = 1 / R[p+1] = gy / gx
                 if e_last < n - 1 and gx.real == 0.0 and gx.imag == 0.0:
                     bb = min(bb, e_last + 1)
-                u = gy * dv.inv(gx) if e_last < n - 1 else 0j
+                u = dv.ratio(gy, gx) if e_last < n - 1 else 0j
                 for i in range(nv - 1, -1, -1):
                     q = base + i
                     p = s + i
@@ -360,7 +359,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         rv = d - qv
                         sc = dv.abs2(d) + dv.abs2(qv)
                     m2 = dv.abs2(rv)
-                    if m2 <= rtol2 * sc:
+                    if dv.small_pivot(m2, sc, rtol2):
                         bb = min(bb, p)
                     u = dv.inv(rv)
                     if comb and not unmasked:
@@ -369,8 +368,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     else:
                         lv = complex(sl_re[q], sl_im[q])
                         ev = lv + rv - d
-                        e2 = dv.abs2(ev)
-                        if e2 <= rtol2 * (dv.abs2(lv) + m2):
+                        if dv.small_pivot(dv.abs2(ev), dv.abs2(lv) + m2, rtol2):
                             bb = min(bb, p)
                         gv = dv.inv(ev)
                         sl_re[q] = gv.real
@@ -394,7 +392,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     uv = d * tx
                     if p == 0 or (rec and sm[q] == 0):
                         nx = uv
-                        sc = dv.abs2(uv)
+                        vv = 0j
                     else:
                         if i == 0:
                             kk = k[r, s - 1]
@@ -402,8 +400,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                             kk = ld_k(sk_re, sk_im, q - 1)
                         vv = kk * ty
                         nx = uv - vv
-                        sc = dv.abs2(uv) + dv.abs2(vv)
-                    if p == n - 1 and dv.abs2(nx) <= rtol2 * sc:
+                    if p == n - 1 and dv.cancelled(nx, uv, vv, rtol2):
                         bb = n - 1
                     tx, ty, tc = dv.renorm2(nx, tx, tc)
                     if keep:
@@ -420,7 +417,11 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         nre = thn[r, 0]
                         nim = thn[r, 1]
                         ncnt = thn[r, 2]
-                    tinv = dv.inv(complex(nre, nim))
+                    # theta[N] alone into range, so that 1 / theta[N] is finite
+                    tnv, ncnt = dv.renorm1(complex(nre, nim), ncnt)
+                    if tnv.real == 0.0 and tnv.imag == 0.0:
+                        bb = n - 1
+                    tinv = dv.inv(tnv)
                 px = gx
                 py = gy
                 pc = gcnt
@@ -438,8 +439,11 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         else:
                             gv = complex(sl_re[q], sl_im[q]) * px * tinv
                             f = dv.pow2(scnt[q] + pc - ncnt)
-                            sl_re[q] = gv.real * f
-                            sl_im[q] = gv.imag * f
+                            gv = complex(gv.real * f, gv.imag * f)
+                            if dv.out_of_range(gv):
+                                bb = min(bb, p)
+                            sl_re[q] = gv.real
+                            sl_im[q] = gv.imag
                     if i > 0:
                         d = ld_a(sa_re, sa_im, q) - zz
                         uv = d * px
