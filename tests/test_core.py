@@ -462,6 +462,39 @@ def test_never_silently_nonfinite(method, semantics, problem, mask_seed):
         np.testing.assert_array_equal(run(), g)
 
 
+#: exponents e for which T - zI scaled by 10**e is computed without loss: the
+#: ratio method down to pivots of 1.5e-154 (and up to squares of 1e308),
+#: theta/phi while one step stays within its 2**200 rescaling factor
+SCALE_RANGE = {"ratio": 150, "theta_phi": 55}
+
+
+@pytest.mark.parametrize("semantics,method", [(None, "ratio"), (None, "theta_phi")]
+                         + SPARSE_COMBOS)
+@settings(deadline=None, max_examples=30)
+@given(problem=general_problems(max_n=30), mask_seed=st.integers(0, 2**32 - 1),
+       data=st.data())
+def test_scale_invariance(semantics, method, problem, mask_seed, data):
+    # G(s T, s z) = G(T, z) / s exactly in real arithmetic; in float64 to round-off
+    # over the documented range of scales
+    a, b, c, z = problem
+    e = data.draw(st.integers(-SCALE_RANGE[method], SCALE_RANGE[method]), label="exponent")
+    sc = 10.0 ** e
+    if semantics is None:
+        def run(a, b, c, z):
+            return bknumba.bk_core(a, b, c, z, method=method)
+    else:
+        mask = np.random.default_rng(mask_seed).random(a.shape) < 0.7
+
+        def run(a, b, c, z):
+            return bknumba.sparse_bk_core(a, b, c, mask, z, semantics=semantics, method=method)
+    try:
+        g1 = run(a, b, c, z)
+    except bknumba.SingularResolventError:
+        assume(False)  # the seed scheme's own determinant may vanish
+    g = run(a * sc, b * sc, c * sc, z * sc)
+    assert relative_error(g * sc, g1).max() <= 1e-13
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("tiny", [1e-150, 1e-160, 1e-300, 5e-324])
 def test_tiny_pivots_exact_or_reported(method, tiny):

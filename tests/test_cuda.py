@@ -303,6 +303,25 @@ def test_tiny_pivots_like_cpu(kernel, method):
     assert _err(g[~bad], ref[~bad]) < 1e-14
 
 
+@pytest.mark.parametrize("kernel,method,exponent", [
+    # the batch kernel: the CPU's range of scales (test_core.SCALE_RANGE)
+    ("batch", "ratio", -150), ("batch", "ratio", 100), ("batch", "ratio", 150),
+    ("batch", "theta_phi", -55), ("batch", "theta_phi", 55),
+    # the sequence kernel's 2x2 chunk maps hold entries ~ s^-1 .. s next to each
+    # other: accurate within 1e-60 .. 1e60 (README; 1e+-80 is known to fail)
+    ("sequence", "ratio", -60), ("sequence", "ratio", 60),
+    ("sequence", "theta_phi", -55), ("sequence", "theta_phi", 55)])
+def test_scaled_problems_like_cpu(kernel, method, exponent):
+    """G(sT, sz) = G(T, z) / s over each kernel's documented range of scales."""
+    batch, n = LONG if kernel == "sequence" else SHAPES[-2]
+    a, b, c, z = _inputs(batch, n, cplx=True)
+    sc = 10.0 ** exponent
+    g1 = bknumba.bk_core(a, b, c, z, method=method, device="cpu")
+    g = api.bk_core_cuda(a * sc, b * sc, c * sc, z * sc, method=method, check_finite=True,
+                         on_singular="raise", kernel=kernel)
+    assert _err(g * sc, g1) < 1e-13
+
+
 def test_singular_in_a_later_chunk():
     """A zero pivot past the first chunk / segment is found at the right position."""
     n = 60 if SIM else 50_000

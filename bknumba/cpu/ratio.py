@@ -41,17 +41,11 @@ TINY = float(np.finfo(np.float64).tiny)
 
 
 @njit(inline="always", error_model="numpy", **serial_jit_kwargs())
-def _coupling_fwd(pr, pi, kk):
-    """``q = k / P`` for :func:`local_row`, the arithmetic of :func:`ratio_tile`'s forward
-    sweep (which spells it out for the FLOP-counting test); returns ``(q_re, q_im, |P|^2)``."""
-    p2 = pr * pr + pi * pi
-    s = 1.0 / p2
-    return (kk.real * pr + kk.imag * pi) * s, (kk.imag * pr - kk.real * pi) * s, p2
-
-
-@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
-def _coupling_bwd(pr, pi, kk):
-    """``q = k * (1 / P)``, the order of :func:`ratio_tile`'s backward sweep; same returns."""
+def _coupling(pr, pi, kk):
+    """``q = k * (1 / P)`` for :func:`local_row`, the arithmetic of :func:`ratio_tile`'s
+    sweeps (which spell it out for the FLOP-counting test); returns
+    ``(q_re, q_im, |P|^2)``. The reciprocal comes first: ``|1 / P| = 1 / |P|``
+    stays in range, where ``k * conj(P)`` would underflow for entries near 1e-100."""
     p2 = pr * pr + pi * pi
     s = 1.0 / p2
     inv_re = pr * s
@@ -115,10 +109,12 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
                 pi = left_im[i - 1, j]
                 s = 1.0 / (pr * pr + pi * pi)
                 kk = k[r0 + j, i - 1]
-                # q = k / L[i-1] = k * conj(L[i-1]) / |L[i-1]|^2 (written out, not
-                # _coupling_fwd: tests/test_flops_kernels.py re-runs this source to count FLOPs)
-                qr = (kk.real * pr + kk.imag * pi) * s
-                qi = (kk.imag * pr - kk.real * pi) * s
+                # q = k * (1 / L[i-1]), the reciprocal first (see _coupling; written
+                # out: tests/test_flops_kernels.py re-runs this source to count FLOPs)
+                ir = pr * s
+                ii = -pi * s
+                qr = kk.real * ir - kk.imag * ii
+                qi = kk.real * ii + kk.imag * ir
                 lr = dr - qr
                 li = di - qi
                 scale = dr * dr + di * di + qr * qr + qi * qi
@@ -261,7 +257,7 @@ def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, le
                 else:
                     pr = lr
                     pi = li
-                qr, qi, p2 = _coupling_fwd(pr, pi, k[r, i - 1])
+                qr, qi, p2 = _coupling(pr, pi, k[r, i - 1])
                 if p2 < TINY:
                     bad = min(bad, i - 1)
                 lr = dr - qr
@@ -291,7 +287,7 @@ def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, le
                 else:
                     pr = rr
                     pi = ri
-                qr, qi, p2 = _coupling_bwd(pr, pi, k[r, i])
+                qr, qi, p2 = _coupling(pr, pi, k[r, i])
                 if p2 < TINY:
                     bad = min(bad, i + 1)
                 rr = dr - qr
