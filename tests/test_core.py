@@ -430,27 +430,31 @@ def extreme_problems(draw):
     return re + 1j * im, k, z
 
 
-@pytest.mark.parametrize("semantics", [None, "seed", "local", "exact"])
-@pytest.mark.parametrize("method", METHODS)
+#: every (semantics, method) pair; None is the full bk_core
+ALL_COMBOS = [(None, "ratio"), (None, "theta_phi")] + SPARSE_COMBOS
+
+
+def _engine(semantics, method, mask_seed, shape):
+    """``bk_core`` (semantics None) or ``sparse_bk_core`` with a random 70 % mask."""
+    if semantics is None:
+        return lambda a, b, c, z, **kw: bknumba.bk_core(a, b, c, z, method=method, **kw)
+    mask = np.random.default_rng(mask_seed).random(shape) < 0.7
+    return lambda a, b, c, z, **kw: bknumba.sparse_bk_core(a, b, c, mask, z, semantics=semantics,
+                                                           method=method, **kw)
+
+
+@pytest.mark.parametrize("semantics,method", ALL_COMBOS)
 @settings(deadline=None, max_examples=80)
 @given(problem=extreme_problems(), mask_seed=st.integers(0, 2**32 - 1))
-def test_never_silently_nonfinite(method, semantics, problem, mask_seed):
+def test_never_silently_nonfinite(semantics, method, problem, mask_seed):
     # Whatever the magnitudes, a result is finite or its row is reported:
     # tiny pivots whose squares underflow, huge ones whose squares overflow.
     a, k, z = problem
-    if semantics == "seed" and method == "ratio":
-        method = "theta_phi"
-    if semantics == "local" and method == "theta_phi":
-        method = "ratio"
-    if semantics is None:
-        def run(**kw):
-            return bknumba.bk_core(a, k, 1.0, z, method=method, **kw)
-    else:
-        mask = np.random.default_rng(mask_seed).random(a.shape) < 0.7
+    engine = _engine(semantics, method, mask_seed, a.shape)
 
-        def run(**kw):
-            return bknumba.sparse_bk_core(a, k, 1.0, mask, z, semantics=semantics,
-                                          method=method, **kw)
+    def run(**kw):
+        return engine(a, k, 1.0, z, **kw)
+
     g = run(on_singular="nan")
     bad_rows = ~np.isfinite(g).all(axis=-1)
     assert np.all(np.isnan(g[bad_rows]))  # a reported row is NaN throughout
@@ -468,8 +472,7 @@ def test_never_silently_nonfinite(method, semantics, problem, mask_seed):
 SCALE_RANGE = {"ratio": 150, "theta_phi": 55}
 
 
-@pytest.mark.parametrize("semantics,method", [(None, "ratio"), (None, "theta_phi")]
-                         + SPARSE_COMBOS)
+@pytest.mark.parametrize("semantics,method", ALL_COMBOS)
 @settings(deadline=None, max_examples=30)
 @given(problem=general_problems(max_n=30), mask_seed=st.integers(0, 2**32 - 1),
        data=st.data())
@@ -479,14 +482,7 @@ def test_scale_invariance(semantics, method, problem, mask_seed, data):
     a, b, c, z = problem
     e = data.draw(st.integers(-SCALE_RANGE[method], SCALE_RANGE[method]), label="exponent")
     sc = 10.0 ** e
-    if semantics is None:
-        def run(a, b, c, z):
-            return bknumba.bk_core(a, b, c, z, method=method)
-    else:
-        mask = np.random.default_rng(mask_seed).random(a.shape) < 0.7
-
-        def run(a, b, c, z):
-            return bknumba.sparse_bk_core(a, b, c, mask, z, semantics=semantics, method=method)
+    run = _engine(semantics, method, mask_seed, a.shape)
     try:
         g1 = run(a, b, c, z)
     except bknumba.SingularResolventError:

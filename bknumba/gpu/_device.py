@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 from numba import cuda
 
 SHIFT = 200
@@ -20,8 +21,8 @@ BIG = 2.0 ** SHIFT
 SMALL = 2.0 ** -SHIFT
 #: Smallest normal and largest float64 (as in :mod:`bknumba.cpu.ratio`: a pivot
 #: with ``|p|^2 < TINY`` is reported, its reciprocal would overflow).
-TINY = 2.2250738585072014e-308
-MAXF = 1.7976931348623157e308
+TINY = float(np.finfo(np.float64).tiny)
+MAXF = float(np.finfo(np.float64).max)
 # squares of the last theta step below SQ_LOW: compare copies scaled by UP (exact)
 SQ_LOW = 2.0 ** -900
 UP = 2.0 ** 600
@@ -184,21 +185,6 @@ def cancelled(nx, uv, vv, rtol2):
         nx = nx * UP
         sc = abs2(uv * UP) + abs2(vv * UP)
     return abs2(nx) <= rtol2 * sc
-
-
-@cuda.jit(device=True, inline=True)
-def renorm1(x, c):
-    """Rescale one value by powers of 2**SHIFT into range (0 stays 0)."""
-    s = mx(x)
-    while s > BIG:
-        x = x * SMALL
-        s = s * SMALL
-        c += 1.0
-    while s < SMALL and s > 0.0:
-        x = x * BIG
-        s = s * BIG
-        c -= 1.0
-    return x, c
 
 
 @cuda.jit(device=True, inline=True)

@@ -94,7 +94,7 @@ def _batch_kernel(theta, rec, comb):
                     bb = n - 1
                 tx, ty, tc = dv.renorm2(nx, tx, tc)
             # theta[N] alone into range, so that 1 / theta[N] is finite
-            tx, ncnt = dv.renorm1(tx, tc)
+            tx, _, ncnt = dv.renorm2(tx, 0j, tc)
             if tx.real == 0.0 and tx.imag == 0.0:
                 bb = n - 1
             tinv = dv.inv(tx)

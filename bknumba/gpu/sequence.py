@@ -418,7 +418,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         nim = thn[r, 1]
                         ncnt = thn[r, 2]
                     # theta[N] alone into range, so that 1 / theta[N] is finite
-                    tnv, ncnt = dv.renorm1(complex(nre, nim), ncnt)
+                    tnv, _, ncnt = dv.renorm2(complex(nre, nim), 0j, ncnt)
                     if tnv.real == 0.0 and tnv.imag == 0.0:
                         bb = n - 1
                     tinv = dv.inv(tnv)
