@@ -292,7 +292,7 @@ def test_tiny_pivots_like_cpu(kernel, method):
     a[2, n - 1] = 1e-170 + z
     a[3, 0] = 5e-324 + z
     k = np.zeros((5, n - 1))
-    k[4] = 0.25  # a regular coupled row
+    k[4] = 0.1  # a regular coupled row (0.25 is near-singular at this N)
     ref = bknumba.bk_core(a, k, 1.0, z, method=method, device="cpu", on_singular="nan")
     g = api.bk_core_cuda(a, k, 1.0, z, method=method, check_finite=True, on_singular="nan",
                          kernel=kernel)
@@ -303,23 +303,50 @@ def test_tiny_pivots_like_cpu(kernel, method):
     assert _err(g[~bad], ref[~bad]) < 1e-14
 
 
-@pytest.mark.parametrize("kernel,method,exponent", [
-    # the batch kernel: the CPU's range of scales (test_core.SCALE_RANGE)
-    ("batch", "ratio", -150), ("batch", "ratio", 100), ("batch", "ratio", 150),
-    ("batch", "theta_phi", -55), ("batch", "theta_phi", 55),
-    # the sequence kernel's 2x2 chunk maps hold entries ~ s^-1 .. s next to each
-    # other: accurate within 1e-60 .. 1e60 (README; 1e+-80 is known to fail)
-    ("sequence", "ratio", -60), ("sequence", "ratio", 60),
-    ("sequence", "theta_phi", -55), ("sequence", "theta_phi", 55)])
+@pytest.mark.parametrize("kernel", ["sequence", "batch"])
+@pytest.mark.parametrize("method,exponent", [
+    # the CPU's range of scales (test_core.SCALE_RANGE); before the sequence kernel's
+    # chunk maps were balanced (dv.balance) they failed past 1e+-70
+    ("ratio", -150), ("ratio", -80), ("ratio", 100), ("ratio", 150),
+    ("theta_phi", -55), ("theta_phi", 55)])
 def test_scaled_problems_like_cpu(kernel, method, exponent):
-    """G(sT, sz) = G(T, z) / s over each kernel's documented range of scales."""
+    """G(sT, sz) = G(T, z) / s over the CPU's range of scales, full and sparse."""
     batch, n = LONG if kernel == "sequence" else SHAPES[-2]
     a, b, c, z = _inputs(batch, n, cplx=True)
+    mask = np.random.default_rng(11).random((batch, n)) < 0.7
+    semantics = "local" if method == "ratio" else "exact"
     sc = 10.0 ** exponent
     g1 = bknumba.bk_core(a, b, c, z, method=method, device="cpu")
-    g = api.bk_core_cuda(a * sc, b * sc, c * sc, z * sc, method=method, check_finite=True,
-                         on_singular="raise", kernel=kernel)
+    s1 = bknumba.sparse_bk_core(a, b, c, mask, z, semantics=semantics, method=method,
+                                device="cpu")
+    g = _full(a * sc, b * sc, c * sc, z * sc, method, kernel)
+    gs = _sparse(a * sc, b * sc, c * sc, mask, z * sc, semantics, method, kernel)
     assert _err(g * sc, g1) < 1e-13
+    assert _err(gs * sc, s1) < 1e-13
+
+
+@pytest.mark.parametrize("kernel", ["sequence", "batch"])
+@pytest.mark.parametrize("lo,hi", [(-140, 140), (100, -100), (-40, 40)])
+def test_graded_scales_like_cpu(kernel, lo, hi):
+    """Entries whose scale runs from 10**lo to 10**hi along the row (the ratio
+    method): every position to round-off against the CPU, full and "local".
+    (-40, 40): blocks whose couplings all lie within 2**+-100 (dv.balance's fast
+    path) next to blocks that balance."""
+    batch, n = LONG if kernel == "sequence" else SHAPES[-2]
+    a, b, c, z = _inputs(batch, n, cplx=True)
+    sc = 10.0 ** np.linspace(lo, hi, n)
+    a = (a - z[:, None]) * sc  # z folded into a: a scalar shift cannot follow the grading
+    z = np.zeros(batch, complex)
+    b = b * np.sqrt(sc[:-1] * sc[1:])
+    c = c * np.sqrt(sc[:-1] * sc[1:])
+    mask = np.random.default_rng(12).random((batch, n)) < 0.7
+    for got, want in (
+            (_full(a, b, c, z, "ratio", kernel), bknumba.bk_core(a, b, c, z, device="cpu")),
+            (_sparse(a, b, c, mask, z, "local", "ratio", kernel),
+             bknumba.sparse_bk_core(a, b, c, mask, z, semantics="local", device="cpu"))):
+        keep = want != 0
+        np.testing.assert_array_equal(got != 0, keep)
+        assert np.max(np.abs(got - want)[keep] / np.abs(want)[keep]) < 1e-13
 
 
 def test_singular_in_a_later_chunk():

@@ -8,6 +8,19 @@ coupling is dropped); the backward recursion likewise with ``k[i]`` on
 power-of-two scale ``2**(SHIFT * count)`` (count a float64) that is exact,
 so the theta/phi method can use the same products as the ratio method,
 which only needs their directions.
+
+Balancing: with entries of scale ``s`` (``d ~ s``, ``k ~ s^2``) the plain
+maps hold entries about ``s^2`` apart, and their products underflow past
+``s ~ 1e+-70``. The kernels therefore carry the second component scaled by
+``t[i] = 2**round(log2 sqrt|k[i]|)`` (:func:`balance`), the coupling that
+multiplies it at the next step: the forward vector after position ``i`` is
+``(theta[i+1], t[i] theta[i])`` and the step is
+``[[d[i], -k[i-1] / t[i-1]], [t[i], 0]]``, all entries of scale ``s``; the
+backward vector after ``i`` is ``(phi[i-1], t[i-1] phi[i])``. ``t`` is a power
+of two, so this changes no rounding; ``t = 1`` for couplings between
+``2**-100`` and ``2**100`` (where the plain maps are safe), so ordinary
+inputs take one comparison per position and give every product bit for bit
+as before.
 """
 from __future__ import annotations
 
@@ -26,6 +39,9 @@ MAXF = float(np.finfo(np.float64).max)
 # squares of the last theta step below SQ_LOW: compare copies scaled by UP (exact)
 SQ_LOW = 2.0 ** -900
 UP = 2.0 ** 600
+# couplings within [BAL_LO, BAL_HI] are not balanced (t = 1, see balance)
+BAL_LO = 2.0 ** -100
+BAL_HI = 2.0 ** 100
 
 
 @cuda.jit(device=True, inline=True)
@@ -185,6 +201,26 @@ def cancelled(nx, uv, vv, rtol2):
         nx = nx * UP
         sc = abs2(uv * UP) + abs2(vv * UP)
     return abs2(nx) <= rtol2 * sc
+
+
+@cuda.jit(device=True, inline=True)
+def moderate(kk):
+    """``balance(kk)`` is ``(kk, 1)``: ``kk`` within ``[BAL_LO, BAL_HI]`` (or 0, or not finite)."""
+    m = mx(kk)
+    return (m >= BAL_LO and m <= BAL_HI) or not (m > 0.0 and m <= MAXF)
+
+
+@cuda.jit(device=True, inline=True)
+def balance(kk):
+    """``(k / t, t)``: ``t = 1`` for ``2**-100 <= max(|re k|, |im k|) <= 2**100``
+    (the common case, one comparison); outside, ``t = 2**floor(e / 2)`` for
+    ``max(|re k|, |im k|) = m 2**e`` (``0.5 <= m < 1``), a power of two within a
+    factor 2 of ``sqrt|k|``, so both are exact. ``(k, 1)`` for ``k = 0`` (or a
+    non-finite ``k``, reported elsewhere)."""
+    if moderate(kk):
+        return kk, 1.0
+    h = math.frexp(mx(kk))[1] // 2
+    return kk * math.ldexp(1.0, -h), math.ldexp(1.0, h)
 
 
 @cuda.jit(device=True, inline=True)

@@ -167,7 +167,9 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
             pstart = sg * T * C
             pend = min(n, pstart + T * C)
 
-        # ---- stage a, k, mask: coalesced, branch-free clamped loads, 4 per array in flight
+        # ---- stage a, k, mask: coalesced, branch-free clamped loads, 4 per array in flight;
+        # note any coupling outside dv.balance's untouched range
+        wild = 0
         for rl2 in range(nslots):
             r2 = row0 + rl2
             if r2 < nrows:
@@ -190,6 +192,9 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         yb = k[r2, min(pb, n - 2)]
                         yc = k[r2, min(pc, n - 2)]
                         yd = k[r2, min(pd, n - 2)]
+                        if not (dv.moderate(ya) and dv.moderate(yb) and dv.moderate(yc)
+                                and dv.moderate(yd)):
+                            wild = 1
                     ma = 1
                     mb = 1
                     mc_ = 1
@@ -207,14 +212,26 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     if pd < pend:
                         put(sa_re, sa_im, sk_re, sk_im, sm, qrow, pd - pstart, xd, yd, md)
                     p += 4 * T
-        cuda.syncthreads()
+        # every coupling of the block moderate: dv.balance is the identity on all of
+        # them, and the chunk-map loops skip it (a warp-uniform branch)
+        bal = cuda.syncthreads_or(wild)
 
         s = j * C
         nv = min(C, n - s)
         base = tid * P
         zz = z[r] if active else 0j
         o = tid * _MAP
-        # ---- chunk maps (forward: F = A_e ... A_s; backward: B = A'_s ... A'_e)
+        # couplings at the chunk's ends, balanced (dv.balance): k[s-1] (read from
+        # device memory: staged by the previous chunk) and k[e]; computed again
+        # for the re-run rather than kept live across the scan (registers)
+        kt_in = zero_k
+        tau_in = 1.0
+        kt_out = zero_k
+        if active:
+            kt_in, tau_in = dv.balance(k[r, s - 1] if s > 0 else zero_k)
+            kt_out, _ = dv.balance(ld_k(sk_re, sk_im, base + nv - 1))
+        # ---- chunk maps (forward: F = A_e ... A_s; backward: B = A'_s ... A'_e),
+        # in balanced coordinates: the second component scaled by t (dv.balance)
         f00 = 1.0 + 0j
         f01 = 0j
         f10 = 0j
@@ -226,31 +243,50 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         g11 = 1.0 + 0j
         gc = 0.0
         if active:
+            # forward step at p: [[d[p], -k[p-1] / t[p-1]], [t[p], 0]]
+            kt = kt_in
             for i in range(nv):
                 q = base + i
                 d = ld_a(sa_re, sa_im, q) - zz
+                kt_next = ld_k(sk_re, sk_im, q)
+                tau = 1.0
+                if bal:
+                    kt_next, tau = dv.balance(kt_next)
                 if rec and sm[q] == 0:
                     n00 = d * f00
                     n01 = d * f01
                 else:
-                    if i == 0:
-                        kk = k[r, s - 1] if s > 0 else zero_k
-                    else:
-                        kk = ld_k(sk_re, sk_im, q - 1)
-                    n00 = d * f00 - kk * f10
-                    n01 = d * f01 - kk * f11
+                    n00 = d * f00 - kt * f10
+                    n01 = d * f01 - kt * f11
+                if bal:
+                    f00 = f00 * tau
+                    f01 = f01 * tau
                 f00, f01, f10, f11, fc = dv.renorm4(n00, n01, f00, f01, fc)
+                kt = kt_next
+            # backward step at p: [[d[p], -k[p] / t[p]], [t[p-1], 0]]
+            kt = kt_out
             for i in range(nv - 1, -1, -1):
                 q = base + i
                 d = ld_a(sa_re, sa_im, q) - zz
+                if i > 0:
+                    kt_prev = ld_k(sk_re, sk_im, q - 1)
+                    tau = 1.0
+                    if bal:
+                        kt_prev, tau = dv.balance(kt_prev)
+                else:
+                    kt_prev = kt_in
+                    tau = tau_in
                 if s + i == n - 1 or (rec and sm[q] == 0):
                     n00 = d * g00
                     n01 = d * g01
                 else:
-                    kk = ld_k(sk_re, sk_im, q)
-                    n00 = d * g00 - kk * g10
-                    n01 = d * g01 - kk * g11
+                    n00 = d * g00 - kt * g10
+                    n01 = d * g01 - kt * g11
+                if bal:
+                    g00 = g00 * tau
+                    g01 = g01 * tau
                 g00, g01, g10, g11, gc = dv.renorm4(n00, n01, g00, g01, gc)
+                kt = kt_prev
             dv.write_mat(smap, o, f00, f01, f10, f11, fc)
             dv.write_mat(smap, o + 9, g00, g01, g10, g11, gc)
 
@@ -315,9 +351,12 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         # ---- re-run each chunk from its carries
         bb = n
         if active:
+            kt_in, _ = dv.balance(k[r, s - 1] if s > 0 else zero_k)
+            kt_out, _ = dv.balance(ld_k(sk_re, sk_im, base + nv - 1))
             e_last = s + nv - 1
             if not theta:
-                # forward: L[p] = d[p] - k[p-1] / L[p-1]; w = 1 / L[p-1] = fy / fx
+                # forward: L[p] = d[p] - k[p-1] / L[p-1]; the balanced carry gives
+                # w = t[s-1] / L[s-1] = fy / fx, and k[s-1] / L[s-1] = (k[s-1] / t[s-1]) w
                 if s > 0 and fx.real == 0.0 and fx.imag == 0.0:
                     bb = min(bb, s - 1)
                 w = dv.ratio(fy, fx) if s > 0 else 0j
@@ -329,7 +368,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         sc = dv.abs2(d)
                     else:
                         if i == 0:
-                            kk = k[r, s - 1] if s > 0 else zero_k
+                            kk = kt_in
                         else:
                             kk = ld_k(sk_re, sk_im, q - 1)
                         qv = kk * w
@@ -340,7 +379,8 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     sl_re[q] = lv.real
                     sl_im[q] = lv.imag
                     w = dv.inv(lv)
-                # backward: R[p] = d[p] - k[p] / R[p+1]; u = 1 / R[p+1] = gy / gx
+                # backward: R[p] = d[p] - k[p] / R[p+1]; from the balanced carry
+                # u = t[e] / R[e+1] = gy / gx, used with k[e] / t[e] (kt_out)
                 if e_last < n - 1 and gx.real == 0.0 and gx.imag == 0.0:
                     bb = min(bb, e_last + 1)
                 u = dv.ratio(gy, gx) if e_last < n - 1 else 0j
@@ -355,7 +395,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         rv = d
                         sc = dv.abs2(d)
                     else:
-                        qv = ld_k(sk_re, sk_im, q) * u
+                        qv = (kt_out if i == nv - 1 else ld_k(sk_re, sk_im, q)) * u
                         rv = d - qv
                         sc = dv.abs2(d) + dv.abs2(qv)
                     m2 = dv.abs2(rv)
@@ -374,7 +414,8 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         sl_re[q] = gv.real
                         sl_im[q] = gv.imag
             else:
-                # forward theta: (theta[p+1], theta[p]) from (theta[p], theta[p-1])
+                # forward theta: (theta[p+1], theta[p]) from (theta[p], theta[p-1]);
+                # the carry is balanced, ty = t[s-1] theta[s-1], used with kt_in
                 tx = fx
                 ty = fy
                 tc = fcnt
@@ -395,7 +436,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         vv = 0j
                     else:
                         if i == 0:
-                            kk = k[r, s - 1]
+                            kk = kt_in
                         else:
                             kk = ld_k(sk_re, sk_im, q - 1)
                         vv = kk * ty
@@ -450,7 +491,9 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         if p == n - 1 or (rec and sm[q] == 0):
                             nx = uv
                         else:
-                            nx = uv - ld_k(sk_re, sk_im, q) * py
+                            # the first step from the balanced carry: py = t[e] phi[e+1]
+                            kk = kt_out if i == nv - 1 else ld_k(sk_re, sk_im, q)
+                            nx = uv - kk * py
                         px, py, pc = dv.renorm2(nx, px, pc)
             if bb < n:
                 cuda.atomic.min(bad, r, bb)
