@@ -18,7 +18,7 @@ at one thread each ("same thread count"). Measurements are interleaved in rounds
 and the minimum over all rounds is kept: the machine is shared, and the minimum is
 the least disturbed estimate of the latency.
 
-Run:  python benchmarks/bench_nn.py [--quick] [--json out.json]
+Run:  python benchmarks/bench_nn.py [--quick] [--rounds 4] [--only A,B] [--json out.json]
 Needs torch (the reference modules live in tests/nn_torch_reference.py).
 """
 from __future__ import annotations
@@ -90,6 +90,8 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="short time budget per measurement")
     ap.add_argument("--json", default=None)
     ap.add_argument("--only", default=None, help="comma-separated module names to run")
+    ap.add_argument("--rounds", type=int, default=4,
+                    help="interleaved rounds (more on a noisy machine; same total time)")
     args = ap.parse_args(argv)
     only = set(args.only.split(",")) if args.only else None
     budget = 0.3 if args.quick else 2.0
@@ -124,7 +126,7 @@ def main(argv=None):
             m_model = bnn.load(path, features="model")
             fns["bk_model"] = (lambda: None, lambda: m_model(*args_n))
         with torch.no_grad():
-            best = interleaved_best(fns, budget)
+            best = interleaved_best(fns, budget, rounds=args.rounds)
         row["torch_1t_s"], row["torch_2t_s"] = best["torch1"], best["torch2"]
         row["bknumba_1t_s"], row["bknumba_2t_s"] = best["bk1"], best["bk2"]
         row["torch_threads"] = 1 if best["torch1"] <= best["torch2"] else 2

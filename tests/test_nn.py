@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
 import zipfile
 
 import numpy as np
@@ -96,6 +97,31 @@ def test_linear_relu_and_linear_ln_gelu_match_numpy(rng, dtype):
     np.testing.assert_allclose(layers.linear_ln_gelu(x, w, b, g, beta), gelu64,
                                rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(x, x0)
+
+
+def test_scratch_arrays_never_leak_into_results(rng, monkeypatch):
+    # intermediates live in per-thread work arrays (layers._scratch); results are fresh
+    x = rng.standard_normal((4, 8, 6)).astype(np.float32)
+    w, b = rng.standard_normal((5, 6)).astype(np.float32), rng.standard_normal(5).astype(np.float32)
+    g, beta = np.ones(5, np.float32), np.zeros(5, np.float32)
+    first = layers.linear_ln_gelu(x, w, b, g, beta)
+    kept = first.copy()
+    second = layers.linear_ln_gelu(2 * x, w, b, g, beta)
+    third = layers.linear_gelu(x, w, b)
+    assert not np.shares_memory(first, second) and not np.shares_memory(first, third)
+    np.testing.assert_array_equal(first, kept)  # later calls do not overwrite it
+    a1 = layers._scratch("t", (3, 4))
+    assert a1.shape == (3, 4) and a1.flags.c_contiguous
+    assert np.shares_memory(layers._scratch("t", (4, 3)), a1)  # same buffer (16 elements)
+    assert not np.shares_memory(layers._scratch("t", (5, 4)), a1)  # 32: another buffer
+    assert not np.shares_memory(layers._scratch("u", (3, 4)), a1)  # another tag
+    other = []
+    thread = threading.Thread(target=lambda: other.append(layers._scratch("t", (3, 4))))
+    thread.start()
+    thread.join()
+    assert not np.shares_memory(other[0], a1)  # one set per thread
+    monkeypatch.setattr(layers, "SCRATCH_MAX_BYTES", 40)
+    assert not np.shares_memory(layers._scratch("big", (3, 4)), layers._scratch("big", (3, 4)))
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

@@ -96,6 +96,15 @@ def bias_gelu(x2, bias, out):  # pragma: no cover - compiled
 
 
 @njit(**_SERIAL)
+def bias_add_(x2, bias):  # pragma: no cover - compiled
+    """``x2 += bias`` in place over rows of a 2-D float32 array."""
+    rows, d = x2.shape
+    for i in range(rows):
+        for j in range(d):
+            x2[i, j] += bias[j]
+
+
+@njit(**_SERIAL)
 def bias_relu_(x2, bias):  # pragma: no cover - compiled
     """``x2 = relu(x2 + bias)`` in place over rows of a 2-D float32 array."""
     rows, d = x2.shape

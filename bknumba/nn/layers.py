@@ -8,8 +8,10 @@ threads go to BLAS (and to the BK-Core's batch loop on large inputs), because
 Numba's OpenMP workers and OpenBLAS's workers both spin while they wait, and
 alternating the two pools every few tens of microseconds costs far more than
 it gains at these sizes (measured: 0.84 ms became 3.7 ms on 2 cores). All of them
-are pure functions of their arguments: inputs are never modified, and the
-output has the dtype of ``x`` (float32 like the model, or float64).
+are pure functions of their arguments: inputs are never modified, the
+output is a fresh array with the dtype of ``x`` (float32 like the model, or
+float64). Intermediates (a GEMM's output before LayerNorm, the centred rows)
+go to per-thread work arrays that are reused between calls (:func:`_scratch`).
 
 Activations are kept channel-last, ``(..., C)``; :func:`conv1d` therefore takes
 ``(B, N, C_in)`` and returns ``(B, N, C_out)``, which is PyTorch's
@@ -17,10 +19,47 @@ Activations are kept channel-last, ``(..., C)``; :func:`conv1d` therefore takes
 """
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 __all__ = ["linear", "conv1d", "layer_norm", "gelu", "relu", "softmax", "linear_ln_gelu",
            "linear_gelu", "linear_relu"]
+
+
+#: Work arrays up to this many bytes are reused between calls (see :func:`_scratch`).
+SCRATCH_MAX_BYTES = 4 * 2**20
+_SCRATCH = threading.local()
+
+
+def _scratch(tag, shape, dtype=np.float32):
+    """A C-contiguous work array of this thread, reused by every call with the
+    same ``tag`` and dtype (a view of a buffer of the next power-of-two size, so
+    varying shapes share a few buffers); never returned to a caller: its contents
+    change on the next call. Arrays above ``SCRATCH_MAX_BYTES`` are allocated afresh.
+
+    Why: a fresh megabyte-sized intermediate is returned to the operating system
+    when freed, once a few are alive at the same time (glibc trims its heap), so
+    every call pays the page faults again; on a virtual machine those cost more
+    than the arithmetic (measured: three live 1 MiB arrays, allocated and filled,
+    1.1 ms instead of 0.16 ms).
+    """
+    shape = tuple(int(v) for v in shape)
+    dtype = np.dtype(dtype)
+    size = int(np.prod(shape, dtype=np.int64))
+    if size * dtype.itemsize > SCRATCH_MAX_BYTES:
+        return np.empty(shape, dtype)
+    cache = getattr(_SCRATCH, "arrays", None)
+    if cache is None:
+        cache = _SCRATCH.arrays = {}
+    cap = 1 << max(size - 1, 0).bit_length()
+    key = (tag, dtype.str, cap)
+    buf = cache.get(key)
+    if buf is None:
+        if len(cache) >= 16:  # at most 16 buffers per thread, each < 2 * SCRATCH_MAX_BYTES
+            cache.clear()
+        buf = cache[key] = np.empty(cap, dtype)
+    return buf[:size].reshape(shape)
 
 
 def linear(x, weight, bias=None):
@@ -42,7 +81,10 @@ def linear(x, weight, bias=None):
     lead = x.shape[:-1]
     y = x.reshape(-1, x.shape[-1]) @ weight.T
     if bias is not None:
-        y += bias
+        if _fast32(y, bias) and bias.ndim == 1 and bias.flags.c_contiguous:
+            _kernels().bias_add_(y, bias)  # 2.5x NumPy's broadcast add at (2048, 128)
+        else:
+            y += bias
     return y.reshape(*lead, weight.shape[0])
 
 
@@ -150,7 +192,7 @@ def _ln_act(x, bias_in, weight, bias, eps, out, act):
     mean = x2 @ np.ones(d, dtype=np.float32)
     mean += bias_in.sum(dtype=np.float32)
     mean *= np.float32(1.0 / d)
-    c = np.empty_like(x2)
+    c = _scratch("ln.centred", x2.shape)
     k.center(x2, bias_in, mean, c)
     var = _rowdot(c).astype(np.float64)
     inv = (1.0 / np.sqrt(var / d + float(eps))).astype(np.float32)
@@ -159,28 +201,38 @@ def _ln_act(x, bias_in, weight, bias, eps, out, act):
     return out
 
 
-def linear_ln_gelu(x, weight, bias, ln_weight, ln_bias, eps=1e-5):
+def _matmul_scratch(tag, x, weight):
+    """``x @ weight.T`` into a work array (:func:`_scratch`), shape ``(rows, out)``."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return np.matmul(x2, weight.T, out=_scratch(tag, (x2.shape[0], weight.shape[0])))
+
+
+def linear_ln_gelu(x, weight, bias, ln_weight, ln_bias, eps=1e-5, *, out=None):
     """``gelu(layer_norm(linear(x, weight, bias), ln_weight, ln_bias, eps))``, fused.
 
-    float32: one BLAS GEMM without the bias, the row means by a GEMV (the bias's
-    mean added), one Numba pass that centres (adding the bias), the centred
-    squares by ``vecdot``, and one Numba pass that scales, shifts and applies
-    GELU into a fresh buffer.
+    float32: one BLAS GEMM without the bias (into a reused work array), the row
+    means by a GEMV (the bias's mean added), one Numba pass that centres (adding
+    the bias), the centred squares by ``vecdot``, and one Numba pass that
+    scales, shifts and applies GELU into a fresh array (the result), or into
+    ``out`` (float32, C-contiguous, of the result's shape) when given.
     """
     if _fast32(x, weight, bias, ln_weight, ln_bias):
-        y = linear(x, weight)
+        y = _matmul_scratch("linear_ln_gelu", x, weight)
         # a separate output: in place, LLVM's runtime alias check sends the loops to scalar code
-        return _ln_act(y, bias, ln_weight, ln_bias, eps, np.empty_like(y), True)
+        if out is None:
+            out = np.empty(x.shape[:-1] + (weight.shape[0],), dtype=np.float32)
+        _ln_act(y, bias, ln_weight, ln_bias, eps, out, True)
+        return out
     return gelu(_layer_norm_np(linear(x, weight, bias), ln_weight, ln_bias, eps))
 
 
 def linear_gelu(x, weight, bias):
     """``gelu(linear(x, weight, bias))``, the bias added inside the GELU pass for float32."""
     if _fast32(x, weight, bias):
-        y = linear(x, weight)
+        y = _matmul_scratch("linear_gelu", x, weight)
         d = y.shape[-1]
-        out = np.empty_like(y)  # not in place: see linear_ln_gelu
-        _kernels().bias_gelu(y.reshape(-1, d), _bias32(bias, d), out.reshape(-1, d))
+        out = np.empty(x.shape[:-1] + (d,), dtype=np.float32)  # not in place: see linear_ln_gelu
+        _kernels().bias_gelu(y, _bias32(bias, d), out.reshape(-1, d))
         return out
     return gelu(linear(x, weight, bias))
 

@@ -35,8 +35,8 @@ import numpy as np
 from ._base import Module
 from .features import bk_features, resolve_feature_options
 from .interp import cnn_interpolate, linear_interpolate
-from .layers import (_fast32, _relu_, conv1d, layer_norm, linear, linear_gelu, linear_relu,
-                     linear_ln_gelu, softmax)
+from .layers import (_fast32, _relu_, _scratch, conv1d, layer_norm, linear, linear_gelu,
+                     linear_ln_gelu, linear_relu, softmax)
 from .masks import MASK_MODES, gumbel_sigmoid_mask, threshold_mask, topk_count, topk_mask
 
 __all__ = [
@@ -576,10 +576,10 @@ def _pool(x, weights):
     return (x.reshape(bsz, m, f, d) * w[None, :, :, None]).sum(axis=2)
 
 
-def _lin_ln_gelu(m, lin, ln, x):
+def _lin_ln_gelu(m, lin, ln, x, out=None):
     """``GELU(LayerNorm(Linear(x)))`` of the sub-modules ``lin`` and ``ln``, fused."""
     return linear_ln_gelu(x, m.p(f"{lin}.weight"), m.p(f"{lin}.bias"), m.p(f"{ln}.weight"),
-                          m.p(f"{ln}.bias"))
+                          m.p(f"{ln}.bias"), out=out)
 
 
 class AdaptiveDownsampling(Module):
@@ -634,7 +634,11 @@ class AdaptiveUpsampling(Module):
 
     def forward(self, x):
         x = self._input("x", x, 3, self.d_model, self.n_seq_down)
-        t = _lin_ln_gelu(self, "upsample_transform.0", "upsample_transform.1", x)
+        # the hidden activations live in a reused work array (layers._scratch)
+        t = _lin_ln_gelu(self, "upsample_transform.0", "upsample_transform.1", x,
+                         out=_scratch("AdaptiveUpsampling.hidden",
+                                      x.shape[:-1] + (self.d_model * self.factor,))
+                         if x.dtype == np.float32 else None)
         # the position embedding is a per-column constant of the (B M, f D) GEMM output:
         # folded into the last Linear's bias (one pass instead of two)
         bias = self.p("upsample_transform.3.bias") + self.p("position_embed").reshape(-1)
