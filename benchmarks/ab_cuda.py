@@ -29,6 +29,9 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def worker(expect_dir):
     from numba import cuda
 
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -P left it out
+    from bench_cuda import cuda_timed
+
     import bknumba
     from bknumba.gpu import api
     from bknumba.gpu.sequence import clear_workspace
@@ -48,18 +51,9 @@ def worker(expect_dir):
             def fn():
                 api.compute(a_d, k_d, z_d, m, method=method, rec=m is not None,
                             comb=m is not None, kernel="sequence", out=out)
-            fn()
-            cuda.synchronize()
-            ts = []
-            for _ in range(15):
-                e0, e1 = cuda.event(), cuda.event()
-                e0.record()
-                fn()
-                e1.record()
-                e1.synchronize()
-                ts.append(e0.elapsed_time(e1) * 1e-3)
+            t_med, _ = cuda_timed(fn, 15)
             key = f"({batch}, {n}) {label}"
-            res[key] = batch * n / float(np.median(ts)) / 1e9
+            res[key] = batch * n / t_med / 1e9
             res[key + " checksum"] = float(np.abs(out.copy_to_host()[:, :1000]).sum())
         clear_workspace()
     print("RESULT", json.dumps(res), flush=True)

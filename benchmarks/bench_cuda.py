@@ -53,6 +53,24 @@ def rel_err(g, ref):
     return float(np.max(err))
 
 
+def cuda_timed(fn, reps):
+    """``(median, min)`` seconds of ``fn()`` by CUDA events, after two warm-up calls."""
+    from numba import cuda
+
+    for _ in range(2):
+        fn()
+    cuda.synchronize()
+    times = []
+    for _ in range(reps):
+        e0, e1 = cuda.event(), cuda.event()
+        e0.record()
+        fn()
+        e1.record()
+        e1.synchronize()
+        times.append(e0.elapsed_time(e1) * 1e-3)
+    return float(np.median(times)), float(np.min(times))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=os.environ.get("OUT", "out"))
@@ -87,20 +105,7 @@ def main(argv=None):
     print(json.dumps(info), flush=True)
     results = {"info": info, "copy": [], "h2d": [], "runs": []}
 
-    def timed(fn, reps):
-        for _ in range(2):
-            fn()
-        cuda.synchronize()
-        times = []
-        for _ in range(reps):
-            e0, e1 = cuda.event(), cuda.event()
-            e0.record()
-            fn()
-            e1.record()
-            e1.synchronize()
-            times.append(e0.elapsed_time(e1) * 1e-3)
-        return float(np.median(times)), float(np.min(times))
-
+    timed = cuda_timed
     # device-to-device copy: 2**26 complex128 (1 GiB) read + written
     src = cuda.device_array(total, dtype=np.complex128)
     dst = cuda.device_array(total, dtype=np.complex128)

@@ -204,10 +204,14 @@ def cancelled(nx, uv, vv, rtol2):
 
 
 @cuda.jit(device=True, inline=True)
+def _moderate_mag(m):
+    return (m >= BAL_LO and m <= BAL_HI) or not (m > 0.0 and m <= MAXF)
+
+
+@cuda.jit(device=True, inline=True)
 def moderate(kk):
     """``balance(kk)`` is ``(kk, 1)``: ``kk`` within ``[BAL_LO, BAL_HI]`` (or 0, or not finite)."""
-    m = mx(kk)
-    return (m >= BAL_LO and m <= BAL_HI) or not (m > 0.0 and m <= MAXF)
+    return _moderate_mag(mx(kk))
 
 
 @cuda.jit(device=True, inline=True)
@@ -217,10 +221,19 @@ def balance(kk):
     ``max(|re k|, |im k|) = m 2**e`` (``0.5 <= m < 1``), a power of two within a
     factor 2 of ``sqrt|k|``, so both are exact. ``(k, 1)`` for ``k = 0`` (or a
     non-finite ``k``, reported elsewhere)."""
-    if moderate(kk):
+    m = mx(kk)
+    if _moderate_mag(m):
         return kk, 1.0
-    h = math.frexp(mx(kk))[1] // 2
+    h = math.frexp(m)[1] // 2
     return kk * math.ldexp(1.0, -h), math.ldexp(1.0, h)
+
+
+@cuda.jit(device=True, inline=True)
+def balance_if(kk, on):
+    """:func:`balance` when ``on``, else ``(kk, 1)`` (a block whose couplings are all moderate)."""
+    if on:
+        return balance(kk)
+    return kk, 1.0
 
 
 @cuda.jit(device=True, inline=True)

@@ -248,10 +248,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
             for i in range(nv):
                 q = base + i
                 d = ld_a(sa_re, sa_im, q) - zz
-                kt_next = ld_k(sk_re, sk_im, q)
-                tau = 1.0
-                if bal:
-                    kt_next, tau = dv.balance(kt_next)
+                kt_next, tau = dv.balance_if(ld_k(sk_re, sk_im, q), bal)
                 if rec and sm[q] == 0:
                     n00 = d * f00
                     n01 = d * f01
@@ -269,10 +266,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 q = base + i
                 d = ld_a(sa_re, sa_im, q) - zz
                 if i > 0:
-                    kt_prev = ld_k(sk_re, sk_im, q - 1)
-                    tau = 1.0
-                    if bal:
-                        kt_prev, tau = dv.balance(kt_prev)
+                    kt_prev, tau = dv.balance_if(ld_k(sk_re, sk_im, q - 1), bal)
                 else:
                     kt_prev = kt_in
                     tau = tau_in

@@ -213,8 +213,9 @@ def linear_ln_gelu(x, weight, bias, ln_weight, ln_bias, eps=1e-5, *, out=None):
     float32: one BLAS GEMM without the bias (into a reused work array), the row
     means by a GEMV (the bias's mean added), one Numba pass that centres (adding
     the bias), the centred squares by ``vecdot``, and one Numba pass that
-    scales, shifts and applies GELU into a fresh array (the result), or into
-    ``out`` (float32, C-contiguous, of the result's shape) when given.
+    scales, shifts and applies GELU into a fresh array (the result). With
+    ``out`` (C-contiguous, of the result's shape and dtype) the result is
+    written there instead, on every path.
     """
     if _fast32(x, weight, bias, ln_weight, ln_bias):
         y = _matmul_scratch("linear_ln_gelu", x, weight)
@@ -223,7 +224,11 @@ def linear_ln_gelu(x, weight, bias, ln_weight, ln_bias, eps=1e-5, *, out=None):
             out = np.empty(x.shape[:-1] + (weight.shape[0],), dtype=np.float32)
         _ln_act(y, bias, ln_weight, ln_bias, eps, out, True)
         return out
-    return gelu(_layer_norm_np(linear(x, weight, bias), ln_weight, ln_bias, eps))
+    res = gelu(_layer_norm_np(linear(x, weight, bias), ln_weight, ln_bias, eps))
+    if out is None:
+        return res
+    out[...] = res
+    return out
 
 
 def linear_gelu(x, weight, bias):

@@ -637,8 +637,7 @@ class AdaptiveUpsampling(Module):
         # the hidden activations live in a reused work array (layers._scratch)
         t = _lin_ln_gelu(self, "upsample_transform.0", "upsample_transform.1", x,
                          out=_scratch("AdaptiveUpsampling.hidden",
-                                      x.shape[:-1] + (self.d_model * self.factor,))
-                         if x.dtype == np.float32 else None)
+                                      x.shape[:-1] + (self.d_model * self.factor,), x.dtype))
         # the position embedding is a per-column constant of the (B M, f D) GEMM output:
         # folded into the last Linear's bias (one pass instead of two)
         bias = self.p("upsample_transform.3.bias") + self.p("position_embed").reshape(-1)
