@@ -20,6 +20,11 @@ imported (never at ``import bknumba``):
     Problems with fewer than this many elements (B * N) run the drivers
     compiled without ``parallel=True``: waking the thread pool costs more
     than the work (and much more on a loaded machine).
+``BKNUMBA_SIMD`` (default ``auto``)
+    Rows per SIMD tile of the full CPU kernels (:mod:`bknumba.cpu.simd`):
+    ``auto`` picks 8 with AVX-512, 4 with AVX, 2 otherwise; ``0`` (or
+    ``off``) runs the scalar tiles instead; ``2``, ``4``, ``8`` or ``16``
+    force a width. Same results bit for bit either way.
 ``BKNUMBA_PIVOT_RTOL`` (default ``1e-13``)
     Relative pivot tolerance: a pivot ``L = d - k / L_prev`` with
     ``|L| <= rtol * (|d| + |k / L_prev|)`` is reported as singular.
@@ -38,6 +43,7 @@ DEFAULTS = {
     "threads_per_block": 128,
     "pivot_rtol": 1e-13,
     "serial_below": 65536,
+    "simd": "auto",
 }
 
 
@@ -59,11 +65,34 @@ def _read() -> dict:
         ),
         "pivot_rtol": float(os.environ.get("BKNUMBA_PIVOT_RTOL", DEFAULTS["pivot_rtol"])),
         "serial_below": int(os.environ.get("BKNUMBA_SERIAL_BELOW", DEFAULTS["serial_below"])),
+        "simd": os.environ.get("BKNUMBA_SIMD", DEFAULTS["simd"]).strip().lower() or "auto",
     }
 
 
 #: The options in force (read from the environment at first import of this module).
 options = _read()
+
+
+_SIMD_WIDTHS = (2, 4, 8, 16)
+
+
+def simd_width() -> int:
+    """Lanes per SIMD tile from ``BKNUMBA_SIMD`` (0: scalar tiles only)."""
+    value = options["simd"]
+    if value == "auto":
+        from .cpu.simd import host_width
+
+        return host_width()
+    if value in ("0", "off", "false", "no"):
+        return 0
+    try:
+        width = int(value)
+    except ValueError:
+        width = -1
+    if width not in _SIMD_WIDTHS:
+        raise ValueError(f"BKNUMBA_SIMD must be auto, 0/off or one of {_SIMD_WIDTHS}, "
+                         f"got {options['simd']!r}")
+    return width
 
 
 def serial_jit_kwargs() -> dict:

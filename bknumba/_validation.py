@@ -80,6 +80,15 @@ def _to_float(arr: np.ndarray) -> np.ndarray:
 
 
 def _first_nonfinite(name: str, arr: np.ndarray, batched: bool) -> None:
+    if arr.dtype.kind not in "fc" or arr.size == 0:
+        return
+    # fast path: a sum (one pass, no temporaries) is finite when every entry is;
+    # NaN and inf propagate. If it is not (also when finite entries overflow the
+    # sum), search for the entry.
+    with np.errstate(all="ignore"):
+        total = np.add.reduce(arr, axis=None)
+    if np.isfinite(total):
+        return
     bad = ~np.isfinite(arr)
     if bad.any():
         idx = np.argwhere(bad)[0]
@@ -93,6 +102,16 @@ def _first_nonfinite(name: str, arr: np.ndarray, batched: bool) -> None:
             f"{name} contains a non-finite value ({arr[tuple(idx)].item()!r}){where}; "
             "pass check_finite=False to skip this check"
         )
+
+
+def _product(b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    """``b * c`` (float64 or complex128); an off-diagonal times the scalar 1 is
+    the other one itself (``x * 1.0 == x`` exactly), without a new array."""
+    dtype = np.result_type(b, c, np.float64)
+    for one, other in ((c, b), (b, c)):
+        if one.ndim == 0 and one.dtype.kind in "iuf" and one == 1 and other.ndim > 0:
+            return other.astype(dtype, copy=False)
+    return np.multiply(b, c, dtype=dtype)
 
 
 def _off_diagonal(name: str, value, batch: int, n: int, squeeze: bool) -> np.ndarray:
@@ -170,7 +189,7 @@ def prepare(a, b, c, z=1j, mask=None, *, check_finite: bool = True,
 
     a_out = _to_float(a2)
     # k = b * c: the only combination of the off-diagonals that enters G_ii.
-    k_small = np.multiply(b2, c2, dtype=np.result_type(b2, c2, np.float64))
+    k_small = _product(b2, c2)
     k_dtype = np.complex128 if k_small.dtype.kind == "c" else np.float64
     if k_small.ndim == 2:
         k_out = np.ascontiguousarray(k_small, dtype=k_dtype)

@@ -546,5 +546,22 @@ def test_config_defaults():
 
     assert _config.DEFAULTS == {"cache": True, "cache_parallel": False, "fastmath": False,
                                 "tile": 4, "threads_per_block": 128, "pivot_rtol": 1e-13,
-                                "serial_below": 65536}
+                                "serial_below": 65536, "simd": "auto"}
     assert _config.parallel_jit_kwargs()["parallel"] is True
+
+
+@pytest.mark.parametrize("value, expect", [("0", 0), ("off", 0), ("4", 4), ("8", 8), ("16", 16)])
+def test_simd_option(monkeypatch, value, expect):
+    from bknumba import _config
+
+    monkeypatch.setitem(_config.options, "simd", value)
+    assert _config.simd_width() == expect
+
+
+@pytest.mark.parametrize("value", ["3", "wide", "-8"])
+def test_simd_option_rejects_bad_values(monkeypatch, value):
+    from bknumba import _config
+
+    monkeypatch.setitem(_config.options, "simd", value)
+    with pytest.raises(ValueError, match="BKNUMBA_SIMD"):
+        _config.simd_width()

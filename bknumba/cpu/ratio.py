@@ -29,9 +29,12 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._config import options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin
+from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin,
+                       simd_width)
+from .simd import couple, diag, first_bad, lanes, put_c, splat, vadd, vdiv, vload, vmul, vneg, \
+    vstore, vsub
 
-__all__ = ["ratio_driver", "ratio_tile", "TINY"]
+__all__ = ["ratio_driver", "ratio_tile", "ratio_simd_tile", "ratio_simd_driver", "TINY"]
 
 #: Smallest normal float64. A pivot whose squared magnitude falls below it is
 #: reported like a zero pivot: its reciprocal ``conj(y) / |y|^2`` would
@@ -85,6 +88,8 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
         zi[j] = z[r0 + j].imag
         bad[j] = n
     if n == 0:
+        for j in range(w):
+            first_bad[r0 + j] = 0
         return
     # forward sweep: left pivots L[i]
     for j in range(w):
@@ -185,12 +190,126 @@ def ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, tile, c
                        left_re, left_im, lane)
 
 
+@njit(error_model="numpy", **serial_jit_kwargs())
+def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, lane, proto):
+    """:func:`ratio_tile` for the full problem (no masks) on rows ``r0 .. r0 + W - 1``,
+    ``W = len(proto)``, with the rows in the lanes of vector registers
+    (:mod:`bknumba.cpu.simd`). The same operations in the same order as
+    :func:`ratio_tile`, so the same bits.
+
+    ``sl`` : float64 scratch of at least ``2 W N`` (the left pivots, position-major);
+    ``lane`` : float64 scratch of at least ``2 W``.
+    """
+    W = len(proto)
+    n = a.shape[1]
+    if n == 0:
+        for j in range(W):
+            first_bad_out[r0 + j] = 0
+        return
+    for j in range(W):
+        lane[j] = z[r0 + j].real
+        lane[W + j] = z[r0 + j].imag
+    zr = vload(lane, 0, proto)
+    zi = vload(lane, W, proto)
+    di0 = vsub(splat(0.0, proto), zi)  # the imaginary part of d for a real a
+    one = splat(1.0, proto)
+    r2 = splat(rtol2, proto)
+    bad = splat(n, proto)
+    # forward sweep: left pivots L[i] into sl (position-major)
+    dr, di = diag(a, r0, 0, zr, zi, di0)
+    lr = dr
+    li = di
+    bad = first_bad(vadd(vmul(dr, dr), vmul(di, di)), splat(-1.0, proto), splat(0.0, proto), bad)
+    vstore(sl, 0, lr)
+    vstore(sl, W, li)
+    for i in range(1, n):
+        dr, di = diag(a, r0, i, zr, zi, di0)
+        s = vdiv(one, vadd(vmul(lr, lr), vmul(li, li)))
+        qr, qi = couple(k, r0, i - 1, vmul(lr, s), vmul(vneg(li), s))
+        lr = vsub(dr, qr)
+        li = vsub(di, qi)
+        scale = vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi))
+        bad = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), splat(i, proto), bad)
+        vstore(sl, 2 * W * i, lr)
+        vstore(sl, 2 * W * i + W, li)
+    # backward sweep: right pivots R[i], combined with L[i] on the fly
+    dr, di = diag(a, r0, n - 1, zr, zi, di0)
+    rr = dr
+    ri = di
+    scale = vadd(vmul(dr, dr), vmul(di, di))
+    ur = splat(0.0, proto)
+    ui = ur
+    for i in range(n - 1, -1, -1):
+        if i < n - 1:
+            dr, di = diag(a, r0, i, zr, zi, di0)
+            qr, qi = couple(k, r0, i, ur, ui)
+            rr = vsub(dr, qr)
+            ri = vsub(di, qi)
+            scale = vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi))
+        m2 = vadd(vmul(rr, rr), vmul(ri, ri))
+        pos = splat(i, proto)
+        bad = first_bad(m2, vmul(r2, scale), pos, bad)
+        s = vdiv(one, m2)
+        ur = vmul(rr, s)
+        ui = vmul(vneg(ri), s)
+        lr = vload(sl, 2 * W * i, proto)
+        li = vload(sl, 2 * W * i + W, proto)
+        er = vsub(vadd(lr, rr), dr)
+        ei = vsub(vadd(li, ri), di)
+        e2 = vadd(vmul(er, er), vmul(ei, ei))
+        bad = first_bad(e2, vmul(r2, vadd(vadd(vmul(lr, lr), vmul(li, li)), m2)), pos, bad)
+        s = vdiv(one, e2)
+        put_c(out, r0, i, vmul(er, s), vmul(vneg(ei), s))
+    vstore(lane, 0, bad)
+    for j in range(W):
+        first_bad_out[r0 + j] = np.int64(lane[j])
+
+
+@njit(**parallel_jit_kwargs())
+def ratio_simd_driver(a, k, z, out, first_bad, rtol2, chunks, proto):
+    """``prange`` over chunks of ``W``-row SIMD tiles (:func:`ratio_simd_tile`); the
+    last ``B mod W`` rows go through the scalar :func:`ratio_tile`."""
+    W = len(proto)
+    batch, n = a.shape
+    ntiles = batch // W
+    per_chunk = (ntiles + chunks - 1) // chunks
+    for c in prange(chunks):
+        t0 = c * per_chunk
+        t1 = min(ntiles, t0 + per_chunk)
+        if t0 >= t1:
+            continue
+        sl = np.empty(2 * W * max(n, 1))
+        lane = np.empty(2 * W)
+        for t in range(t0, t1):
+            ratio_simd_tile(a, k, z, t * W, out, first_bad, rtol2, sl, lane, proto)
+    rest = batch - ntiles * W
+    if rest > 0:
+        left_re = np.empty((n, rest))
+        left_im = np.empty((n, rest))
+        lane8 = np.empty((8, rest))
+        ratio_tile(a, k, z, ntiles * W, rest, None, None, out, first_bad, rtol2,
+                   left_re, left_im, lane8)
+
+
 def run_ratio(a, k, z, rec_mask=None, combine_mask=None, tile=None):
-    """Run the ratio kernels; returns ``(G, first_bad)``."""
+    """Run the ratio kernels; returns ``(G, first_bad)``.
+
+    The full problem (no masks) runs on the SIMD tiles (:func:`ratio_simd_tile`)
+    when ``BKNUMBA_SIMD`` allows (see :mod:`bknumba._config`) and ``tile`` is not
+    given; the masked variants and ``tile=...`` on the scalar tiles.
+    """
     batch, n = a.shape
     out = np.empty((batch, n), dtype=np.complex128)
     first_bad = np.empty(batch, dtype=np.int64)
     if batch == 0:
+        return out, first_bad
+    width = simd_width()
+    if (rec_mask is None and combine_mask is None and tile is None and width >= 2
+            and batch >= width):
+        chunks = min(batch // width, 4 * numba.get_num_threads())
+        rtol = options["pivot_rtol"]
+        driver = pick_driver(ratio_simd_driver, _ratio_simd_driver_serial, batch * n)
+        driver(a, k, z, out, first_bad, rtol * rtol, chunks, lanes(width))
         return out, first_bad
     if tile is None:
         tile = options["tile"]
@@ -341,4 +460,5 @@ def run_local(a, k, z, mask):
 
 
 _ratio_driver_serial = serial_twin(ratio_driver)
+_ratio_simd_driver_serial = serial_twin(ratio_simd_driver)
 _local_driver_serial = serial_twin(local_driver)

@@ -25,9 +25,13 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-from .._config import options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin
+from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin,
+                       simd_width)
+from .simd import (couple, diag, lanes, put_c, sel_gt, sel_le, sel_lt, splat, vabs, vadd, vload,
+                   vmax, vmin, vmul, vpow2, vstore, vsub)
 
-__all__ = ["SHIFT", "theta_phi_driver", "run_theta_phi"]
+__all__ = ["SHIFT", "theta_phi_driver", "theta_phi_simd_tile", "theta_phi_simd_driver",
+           "run_theta_phi"]
 
 SHIFT = 200
 _BIG = 2.0 ** SHIFT
@@ -268,6 +272,193 @@ def theta_phi_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, til
                         phi_out[2, r0 + j, i] = phi_cnt[i, j]
 
 
+@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
+def _vrescale(s, proto):
+    """:func:`_rescale` lane-wise: ``(factor, count step)``."""
+    one = splat(1.0, proto)
+    zero = splat(0.0, proto)
+    up = sel_lt(s, splat(_SMALL, proto), sel_gt(s, zero, splat(_BIG, proto), one), one)
+    f = sel_gt(s, splat(_BIG, proto), splat(_SMALL, proto), up)
+    dn = sel_lt(s, splat(_SMALL, proto), sel_gt(s, zero, splat(-1.0, proto), zero), zero)
+    dc = sel_gt(s, splat(_BIG, proto), one, dn)
+    return f, dc
+
+
+@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
+def _vmag(nr, ni, cr, ci):
+    """``max(max(|nr|, |ni|), max(|cr|, |ci|))`` lane-wise (Numba's ``max``)."""
+    return vmax(vmax(vabs(nr), vabs(ni)), vmax(vabs(cr), vabs(ci)))
+
+
+@njit(error_model="numpy", **serial_jit_kwargs())
+def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto):
+    """:func:`theta_phi_tile` for the full problem (no masks, ``G`` only) on rows
+    ``r0 .. r0 + W - 1``, ``W = len(proto)``, the rows in the lanes of vector
+    registers (:mod:`bknumba.cpu.simd`): the same operations in the same order,
+    so the same bits.
+
+    ``th`` : float64 scratch of at least ``3 W (N + 1)`` (theta mantissa and count,
+    position-major); ``lane`` : float64 scratch of at least ``4 W``.
+    """
+    W = len(proto)
+    n = a.shape[1]
+    if n == 0:
+        for j in range(W):
+            first_bad_out[r0 + j] = 0
+        return
+    for j in range(W):
+        lane[j] = z[r0 + j].real
+        lane[W + j] = z[r0 + j].imag
+    zr = vload(lane, 0, proto)
+    zi = vload(lane, W, proto)
+    zero = splat(0.0, proto)
+    one = splat(1.0, proto)
+    di0 = vsub(zero, zi)
+    r2 = splat(rtol2, proto)
+    nm1 = splat(n - 1, proto)
+    bad = splat(n, proto)
+    # theta[0] = 1, theta[1] = d[0]
+    vstore(th, 0, one)
+    vstore(th, W, zero)
+    vstore(th, 2 * W, zero)
+    pr = one
+    pi = zero
+    cr, ci = diag(a, r0, 0, zr, zi, di0)
+    cnt = zero
+    vstore(th, 3 * W, cr)
+    vstore(th, 4 * W, ci)
+    vstore(th, 5 * W, zero)
+    if n == 1:
+        bad = sel_le(vmax(vabs(cr), vabs(ci)), zero, zero, bad)  # d[0] == 0: reported at 0
+    # forward: theta[i + 1] for i = 1 .. N - 1
+    for i in range(1, n):
+        dr, di = diag(a, r0, i, zr, zi, di0)
+        ur = vsub(vmul(dr, cr), vmul(di, ci))
+        ui = vadd(vmul(dr, ci), vmul(di, cr))
+        vr, vi = couple(k, r0, i - 1, pr, pi)
+        nr = vsub(ur, vr)
+        ni = vsub(ui, vi)
+        if i == n - 1:
+            # the last step cancelled to (near) zero: det(T - zI) ~ 0
+            scale = vadd(vadd(vadd(vmul(ur, ur), vmul(ui, ui)), vmul(vr, vr)), vmul(vi, vi))
+            hit = sel_le(vadd(vmul(nr, nr), vmul(ni, ni)), vmul(r2, scale), nm1, bad)
+            up = splat(_UP, proto)
+            nr2 = vmul(nr, up)
+            ni2 = vmul(ni, up)
+            ur2 = vmul(ur, up)
+            ui2 = vmul(ui, up)
+            vr2 = vmul(vr, up)
+            vi2 = vmul(vi, up)
+            hit2 = sel_le(vadd(vmul(nr2, nr2), vmul(ni2, ni2)),
+                          vmul(r2, vadd(vadd(vadd(vmul(ur2, ur2), vmul(ui2, ui2)),
+                                             vmul(vr2, vr2)), vmul(vi2, vi2))), nm1, bad)
+            bad = sel_lt(scale, splat(_SQ_LOW, proto), hit2, hit)
+        f, dc = _vrescale(_vmag(nr, ni, cr, ci), proto)
+        pr = vmul(cr, f)
+        pi = vmul(ci, f)
+        cr = vmul(nr, f)
+        ci = vmul(ni, f)
+        cnt = vadd(cnt, dc)
+        o = 3 * W * (i + 1)
+        vstore(th, o, cr)
+        vstore(th, o + W, ci)
+        vstore(th, o + 2 * W, cnt)
+    # 1 / theta[N], lane by lane (as in theta_phi_tile)
+    vstore(lane, 0, bad)
+    o = 3 * W * n
+    for j in range(W):
+        tr = th[o + j]
+        ti = th[o + W + j]
+        s = max(abs(tr), abs(ti))
+        if s == 0.0:
+            lane[j] = n - 1
+        while s < _SMALL and s > 0.0:
+            tr *= _BIG
+            ti *= _BIG
+            s *= _BIG
+            th[o + 2 * W + j] -= 1.0
+        th[o + j] = tr
+        th[o + W + j] = ti
+        s = 1.0 / (tr * tr + ti * ti)
+        lane[2 * W + j] = tr * s
+        lane[3 * W + j] = -ti * s
+    bad = vload(lane, 0, proto)
+    t8 = vload(lane, 2 * W, proto)
+    t9 = vload(lane, 3 * W, proto)
+    tcnt = vload(th, o + 2 * W, proto)
+    big = splat(_MAX, proto)
+    # backward: phi[i] for i = N - 1 .. 0, combined with theta[i] on the fly
+    pr = zero
+    pi = zero
+    cr = one
+    ci = zero
+    cnt = zero
+    for i in range(n - 1, -1, -1):
+        if i < n - 1:
+            dr, di = diag(a, r0, i + 1, zr, zi, di0)
+            ur = vsub(vmul(dr, cr), vmul(di, ci))
+            ui = vadd(vmul(dr, ci), vmul(di, cr))
+            if i == n - 2:
+                nr = ur
+                ni = ui
+            else:
+                vr, vi = couple(k, r0, i + 1, pr, pi)
+                nr = vsub(ur, vr)
+                ni = vsub(ui, vi)
+            f, dc = _vrescale(_vmag(nr, ni, cr, ci), proto)
+            pr = vmul(cr, f)
+            pi = vmul(ci, f)
+            cr = vmul(nr, f)
+            ci = vmul(ni, f)
+            cnt = vadd(cnt, dc)
+        # G = theta[i] * phi[i] / theta[N]
+        o = 3 * W * i
+        ar = vload(th, o, proto)
+        ai = vload(th, o + W, proto)
+        br = vsub(vmul(ar, cr), vmul(ai, ci))
+        bi = vadd(vmul(ar, ci), vmul(ai, cr))
+        gr = vsub(vmul(br, t8), vmul(bi, t9))
+        gi = vadd(vmul(br, t9), vmul(bi, t8))
+        f = vpow2(vsub(vadd(vload(th, o + 2 * W, proto), cnt), tcnt))
+        gr = vmul(gr, f)
+        gi = vmul(gi, f)
+        # beyond the float64 range (or NaN after an overflow): report
+        pos = splat(i, proto)
+        bad = sel_le(vmax(vabs(gr), vabs(gi)), big, bad, vmin(bad, pos))
+        put_c(out, r0, i, gr, gi)
+    vstore(lane, 0, bad)
+    for j in range(W):
+        first_bad_out[r0 + j] = np.int64(lane[j])
+
+
+@njit(**parallel_jit_kwargs())
+def theta_phi_simd_driver(a, k, z, out, first_bad, rtol2, chunks, pow_table, proto):
+    """``prange`` over chunks of ``W``-row SIMD tiles (:func:`theta_phi_simd_tile`);
+    the last ``B mod W`` rows go through the scalar :func:`theta_phi_tile`."""
+    W = len(proto)
+    batch, n = a.shape
+    ntiles = batch // W
+    per_chunk = (ntiles + chunks - 1) // chunks
+    for c in prange(chunks):
+        t0 = c * per_chunk
+        t1 = min(ntiles, t0 + per_chunk)
+        if t0 >= t1:
+            continue
+        th = np.empty(3 * W * (n + 1))
+        lane = np.empty(4 * W)
+        for t in range(t0, t1):
+            theta_phi_simd_tile(a, k, z, t * W, out, first_bad, rtol2, th, lane, proto)
+    rest = batch - ntiles * W
+    if rest > 0:
+        th_re = np.empty((n + 1, rest))
+        th_im = np.empty((n + 1, rest))
+        th_cnt = np.empty((n + 1, rest))
+        lane10 = np.empty((10, rest))
+        nophi = np.empty((0, rest))
+        theta_phi_tile(a, k, z, ntiles * W, rest, None, None, out, first_bad, rtol2,
+                       th_re, th_im, th_cnt, lane10, pow_table, nophi, nophi, nophi)
+
+
 def _chunks(batch, tile):
     ntiles = (batch + tile - 1) // tile
     return min(ntiles, 4 * numba.get_num_threads())
@@ -287,6 +478,14 @@ def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=Fal
     first_bad = np.empty(batch, dtype=np.int64)
     theta_out = np.empty((3, batch if keep else 0, n + 1))
     phi_out = np.empty((3, batch if keep else 0, n))
+    width = simd_width()
+    if (batch > 0 and rec_mask is None and combine_mask is None and tile is None and not keep
+            and width >= 2 and batch >= width):
+        rtol = options["pivot_rtol"]
+        driver = pick_driver(theta_phi_simd_driver, _theta_phi_simd_driver_serial, batch * n)
+        driver(a, k, z, out, first_bad, rtol * rtol, min(batch // width, 4 * numba.get_num_threads()),
+               _POW, lanes(width))
+        return out, first_bad
     if batch > 0:
         if tile is None:
             tile = options["tile"]
@@ -301,3 +500,4 @@ def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=Fal
 
 
 _theta_phi_driver_serial = serial_twin(theta_phi_driver)
+_theta_phi_simd_driver_serial = serial_twin(theta_phi_simd_driver)

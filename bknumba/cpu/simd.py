@@ -1,0 +1,401 @@
+"""Explicit SIMD for the CPU kernels: LLVM vector values in Numba.
+
+LLVM's loop vectoriser does not vectorise the recursions' lane loops reliably
+from Numba (runtime alias checks between the scratch arrays, the tile width
+unknown at compile time: see ``BENCHMARKS.md`` section 1). Here the lanes are
+explicit instead: :class:`F64x` is a Numba type whose value *is* an LLVM
+vector ``<W x double>`` (one register with AVX-512 for ``W = 8``) holding one
+quantity of ``W`` independent rows, and each intrinsic below emits LLVM vector
+instructions on it (``fadd``, ``fdiv``, ``fcmp`` + ``select``, ...). A tile of
+``W`` rows then advances with packed instructions (``vdivpd``, ``vmulpd``)
+instead of ``W`` scalar ones, and loop-carried lanes stay in vector registers.
+
+The lane count comes from the *type* of a ``proto`` argument, a tuple of
+``W`` floats (``lanes(W)``): kernels written with these intrinsics are
+ordinary module-level functions, compiled (and cached) once per lane count.
+
+Every operation is the IEEE operation that the scalar kernels perform, in the
+same order, with no contraction into fused multiply-adds, so the results are
+bit for bit those of the scalar kernels (tested).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.core.datamodel import models
+from numba.extending import intrinsic, register_model
+
+__all__ = ["F64x", "lanes", "vadd", "vsub", "vmul", "vdiv", "vneg", "vabs", "vmax", "vmin",
+           "splat", "vstep", "sel_lt", "sel_le", "sel_gt", "sel_eq", "vpow2", "first_bad", "diag",
+           "couple", "put_c", "vload", "vstore", "host_width"]
+
+_D = ir.DoubleType()
+_I32 = ir.IntType(32)
+TINY = float(np.finfo(np.float64).tiny)
+
+
+class F64x(types.Type):
+    """``W`` float64 lanes as one LLVM vector value (see the module docstring)."""
+
+    def __init__(self, W):
+        self.W = int(W)
+        super().__init__(name=f"F64x{self.W}")
+
+
+@register_model(F64x)
+class _F64xModel(models.PrimitiveModel):
+    def __init__(self, dmm, fe_type):
+        super().__init__(dmm, fe_type, ir.VectorType(_D, fe_type.W))
+
+
+def lanes(W: int) -> tuple:
+    """The ``proto`` argument that selects ``W`` lanes: a tuple of ``W`` zeros."""
+    return (0.0,) * int(W)
+
+
+@lru_cache(maxsize=None)
+def host_width() -> int:
+    """Lanes per tile for this CPU: 8 with AVX-512 (32 vector registers of 8
+    doubles), 4 with AVX (16 registers of 4), 2 otherwise."""
+    from llvmlite import binding as ll
+
+    try:
+        feats = ll.get_host_cpu_features()
+    except Exception:  # noqa: BLE001 - features unknown: the portable choice
+        return 2
+    if feats.get("avx512f", False):
+        return 8
+    if feats.get("avx", False):
+        return 4
+    return 2
+
+
+def _width(proto):
+    if isinstance(proto, types.UniTuple) and isinstance(proto.dtype, types.Float):
+        return proto.count
+    return None
+
+
+def _vec(W):
+    return ir.VectorType(_D, W)
+
+
+def _pack(builder, W, vals):
+    v = ir.Constant(_vec(W), ir.Undefined)
+    for j, x in enumerate(vals):
+        v = builder.insert_element(v, x, ir.Constant(_I32, j))
+    return v
+
+
+def _lane(builder, v, j):
+    return builder.extract_element(v, ir.Constant(_I32, j))
+
+
+def _binop(name, doc):
+    def impl(typingctx, x, y):
+        if not (isinstance(x, F64x) and x == y):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return getattr(builder, name)(args[0], args[1])
+
+        return x(x, y), codegen
+
+    impl.__name__ = f"v{name[1:]}"
+    impl.__doc__ = doc
+    return intrinsic(impl)
+
+
+vadd = _binop("fadd", "Lane-wise ``x + y``.")
+vsub = _binop("fsub", "Lane-wise ``x - y``.")
+vmul = _binop("fmul", "Lane-wise ``x * y``.")
+vdiv = _binop("fdiv", "Lane-wise ``x / y`` (correctly rounded, like the scalar division).")
+
+
+@intrinsic
+def vneg(typingctx, x):
+    """Lane-wise ``-x`` (sign flip, also of zeros, like the scalar ``-x``)."""
+    if not isinstance(x, F64x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.fneg(args[0])
+
+    return x(x), codegen
+
+
+@intrinsic
+def splat(typingctx, x, proto):
+    """``W`` copies of the float ``x`` (``W`` from ``proto``)."""
+    W = _width(proto)
+    if W is None or not isinstance(x, (types.Float, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        v = context.cast(builder, args[0], sig.args[0], types.float64)
+        return _pack(builder, W, [v] * W)
+
+    return F64x(W)(x, proto), codegen
+
+
+@intrinsic
+def vstep(typingctx, proto):
+    """``(0, 1, ..., W - 1)`` as lanes (row offsets within a tile)."""
+    W = _width(proto)
+    if W is None:
+        return None
+
+    def codegen(context, builder, sig, args):
+        return ir.Constant(_vec(W), [ir.Constant(_D, float(j)) for j in range(W)])
+
+    return F64x(W)(proto), codegen
+
+
+@intrinsic
+def first_bad(typingctx, x2, thr, pos, bad):
+    """``min(bad, pos)`` in the lanes where ``x2 <= thr or x2 < TINY``, else
+    ``bad``: the scalar kernels' pivot test (a NaN ``x2`` passes, as there)."""
+    if not (isinstance(x2, F64x) and x2 == thr == pos == bad):
+        return None
+    W = x2.W
+
+    def codegen(context, builder, sig, args):
+        x, t, p, b = args
+        tiny = ir.Constant(_vec(W), [ir.Constant(_D, TINY)] * W)
+        hit = builder.or_(builder.fcmp_ordered("<=", x, t), builder.fcmp_ordered("<", x, tiny))
+        lower = builder.select(builder.fcmp_ordered("<", p, b), p, b)
+        return builder.select(hit, lower, b)
+
+    return x2(x2, thr, pos, bad), codegen
+
+
+def _item_ptr(context, builder, aryty, ary, inds):
+    return cgutils.get_item_pointer2(
+        context, builder, data=ary.data, shape=cgutils.unpack_tuple(builder, ary.shape),
+        strides=cgutils.unpack_tuple(builder, ary.strides), layout=aryty.layout,
+        inds=inds, wraparound=False, boundscheck=False)
+
+
+def _column_ptrs(context, builder, aryty, aryval, rty, r0, ity, i, W):
+    """Pointers to ``arr[r0 + j, i]``, ``j < W``."""
+    ary = context.make_array(aryty)(context, builder, aryval)
+    r0 = context.cast(builder, r0, rty, types.intp)
+    i = context.cast(builder, i, ity, types.intp)
+    return [_item_ptr(context, builder, aryty, ary, [builder.add(r0, ir.Constant(r0.type, j)), i])
+            for j in range(W)]
+
+
+def _column(context, builder, aryty, ptrs, W):
+    """``(re, im)`` vectors of a float64 (im None) or complex128 column."""
+    vals = [builder.load(p) for p in ptrs]
+    if aryty.dtype == types.complex128:
+        return (_pack(builder, W, [builder.extract_value(v, 0) for v in vals]),
+                _pack(builder, W, [builder.extract_value(v, 1) for v in vals]))
+    return _pack(builder, W, vals), None
+
+
+def _is_f64_2d(arr):
+    return (isinstance(arr, types.Array) and arr.ndim == 2
+            and arr.dtype in (types.float64, types.complex128))
+
+
+@intrinsic
+def diag(typingctx, a, r0, i, zr, zi, di0):
+    """``d = a[r0 + j, i] - z[r0 + j]`` as ``(re, im)`` lanes; for a real ``a``
+    the imaginary part is ``di0`` (``0.0 - zi``, computed once per tile)."""
+    if not (_is_f64_2d(a) and isinstance(zr, F64x) and zr == zi == di0):
+        return None
+    W = zr.W
+    pair = types.UniTuple(zr, 2)
+
+    def codegen(context, builder, sig, args):
+        ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                            sig.args[2], args[2], W)
+        re, im = _column(context, builder, sig.args[0], ptrs, W)
+        dr = builder.fsub(re, args[3])
+        di = builder.fsub(im, args[4]) if im is not None else args[5]
+        return context.make_tuple(builder, pair, [dr, di])
+
+    return pair(a, r0, i, zr, zi, di0), codegen
+
+
+@intrinsic
+def couple(typingctx, k, r0, i, ir_, ii):
+    """``q = k[r0 + j, i] * (ir + 1j ii)`` as ``(re, im)`` lanes: for a complex
+    ``k`` ``(kr ir - ki ii, kr ii + ki ir)``, for a real one ``(k ir, k ii)``
+    (the scalar kernels' products with ``ki = 0``, which are these exactly)."""
+    if not (_is_f64_2d(k) and isinstance(ir_, F64x) and ir_ == ii):
+        return None
+    W = ir_.W
+    pair = types.UniTuple(ir_, 2)
+
+    def codegen(context, builder, sig, args):
+        ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                            sig.args[2], args[2], W)
+        kr, ki = _column(context, builder, sig.args[0], ptrs, W)
+        a, b = args[3], args[4]
+        if ki is None:
+            return context.make_tuple(builder, pair, [builder.fmul(kr, a), builder.fmul(kr, b)])
+        qr = builder.fsub(builder.fmul(kr, a), builder.fmul(ki, b))
+        qi = builder.fadd(builder.fmul(kr, b), builder.fmul(ki, a))
+        return context.make_tuple(builder, pair, [qr, qi])
+
+    return pair(k, r0, i, ir_, ii), codegen
+
+
+@intrinsic
+def put_c(typingctx, out, r0, i, re, im):
+    """``out[r0 + j, i] = re[j] + 1j * im[j]`` (complex128 ``out``)."""
+    if not (isinstance(out, types.Array) and out.ndim == 2 and out.dtype == types.complex128
+            and isinstance(re, F64x) and re == im):
+        return None
+    W = re.W
+
+    def codegen(context, builder, sig, args):
+        ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                            sig.args[2], args[2], W)
+        cty = context.get_value_type(types.complex128)
+        for j, p in enumerate(ptrs):
+            c = ir.Constant(cty, ir.Undefined)
+            c = builder.insert_value(c, _lane(builder, args[3], j), 0)
+            c = builder.insert_value(c, _lane(builder, args[4], j), 1)
+            builder.store(c, p)
+        return context.get_dummy_value()
+
+    return types.none(out, r0, i, re, im), codegen
+
+
+def _vec_ptr(context, builder, aryty, aryval, oty, o, W):
+    ary = context.make_array(aryty)(context, builder, aryval)
+    o = context.cast(builder, o, oty, types.intp)
+    return builder.bitcast(builder.gep(ary.data, [o]), _vec(W).as_pointer())
+
+
+def _is_f64_1d(arr):
+    return isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.float64 \
+        and arr.layout == "C"
+
+
+@intrinsic
+def vload(typingctx, arr, o, proto):
+    """The ``W`` float64 at ``arr[o:o + W]`` (1-D C-contiguous ``arr``) as lanes."""
+    W = _width(proto)
+    if W is None or not _is_f64_1d(arr):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.load(_vec_ptr(context, builder, sig.args[0], args[0], sig.args[1],
+                                     args[1], W), align=8)
+
+    return F64x(W)(arr, o, proto), codegen
+
+
+@intrinsic
+def vstore(typingctx, arr, o, v):
+    """``arr[o:o + W] = v`` (1-D C-contiguous float64 ``arr``)."""
+    if not (_is_f64_1d(arr) and isinstance(v, F64x)):
+        return None
+    W = v.W
+
+    def codegen(context, builder, sig, args):
+        builder.store(args[2], _vec_ptr(context, builder, sig.args[0], args[0], sig.args[1],
+                                        args[1], W), align=8)
+        return context.get_dummy_value()
+
+    return types.none(arr, o, v), codegen
+
+
+@intrinsic
+def vabs(typingctx, x):
+    """Lane-wise ``abs(x)``."""
+    if not isinstance(x, F64x):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vt = args[0].type
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt]),
+                                            f"llvm.fabs.v{x.W}f64")
+        return builder.call(fn, [args[0]])
+
+    return x(x), codegen
+
+
+def _pick(op_name, which_first, doc):
+    """``max``/``min`` with Numba's (Python's) semantics: ``max(a, b)`` is
+    ``b if b > a else a`` (so ``max(nan, 1) = nan``, ``max(1, nan) = 1``)."""
+    def impl(typingctx, x, y):
+        if not (isinstance(x, F64x) and x == y):
+            return None
+
+        def codegen(context, builder, sig, args):
+            a, b = args
+            return builder.select(builder.fcmp_ordered(op_name, b, a), b, a)
+
+        return x(x, y), codegen
+
+    impl.__name__ = which_first
+    impl.__doc__ = doc
+    return intrinsic(impl)
+
+
+vmax = _pick(">", "vmax", "Lane-wise ``max(x, y)`` (Numba's semantics: ``y if y > x else x``).")
+vmin = _pick("<", "vmin", "Lane-wise ``min(x, y)`` (Numba's semantics: ``y if y < x else x``).")
+
+
+def _select(op_name, doc):
+    def impl(typingctx, x, y, a, b):
+        if not (isinstance(x, F64x) and x == y == a == b):
+            return None
+
+        def codegen(context, builder, sig, args):
+            return builder.select(builder.fcmp_ordered(op_name, args[0], args[1]), args[2], args[3])
+
+        return x(x, y, a, b), codegen
+
+    impl.__doc__ = doc
+    return intrinsic(impl)
+
+
+sel_lt = _select("<", "Lane-wise ``a if x < y else b`` (ordered: False for NaN).")
+sel_le = _select("<=", "Lane-wise ``a if x <= y else b`` (ordered: False for NaN).")
+sel_gt = _select(">", "Lane-wise ``a if x > y else b`` (ordered: False for NaN).")
+sel_eq = _select("==", "Lane-wise ``a if x == y else b`` (ordered: False for NaN).")
+
+
+@intrinsic
+def vpow2(typingctx, count):
+    """``2**(200 * count)`` lane-wise for integer-valued ``count``, saturating
+    at ``count = +-10`` exactly like :func:`bknumba.cpu.theta_phi._pow2`: the
+    product of two powers ``2**(200 c)`` with ``c`` clamped to ``[-5, 5]``,
+    each built from its exponent bits (exact)."""
+    if not isinstance(count, F64x):
+        return None
+    W = count.W
+
+    def codegen(context, builder, sig, args):
+        vt = _vec(W)
+        i64 = ir.VectorType(ir.IntType(64), W)
+
+        def const(x):
+            return ir.Constant(vt, [ir.Constant(_D, float(x))] * W)
+
+        def clamp(x):  # min(5.0, max(-5.0, x)) with Numba's semantics
+            lo = builder.select(builder.fcmp_ordered(">", x, const(-5.0)), x, const(-5.0))
+            return builder.select(builder.fcmp_ordered("<", lo, const(5.0)), lo, const(5.0))
+
+        def power(c):  # 2**(200 c), c integer in [-5, 5]
+            e = builder.add(builder.mul(builder.fptosi(c, i64),
+                                        ir.Constant(i64, [ir.Constant(ir.IntType(64), 200)] * W)),
+                            ir.Constant(i64, [ir.Constant(ir.IntType(64), 1023)] * W))
+            bits = builder.shl(e, ir.Constant(i64, [ir.Constant(ir.IntType(64), 52)] * W))
+            return builder.bitcast(bits, vt)
+
+        c1 = clamp(args[0])
+        c2 = clamp(builder.fsub(args[0], c1))
+        return builder.fmul(power(c1), power(c2))
+
+    return count(count), codegen

@@ -1,0 +1,160 @@
+"""The SIMD tiles (bknumba.cpu.simd) against the scalar tiles: the same bits.
+
+The SIMD kernels perform the scalar kernels' IEEE operations in the same order,
+lane by lane, so every result (and every pivot report) must be identical, not
+merely close: the tests compare bit patterns.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import bknumba
+from bknumba._config import simd_width
+from bknumba.cpu import ratio, theta_phi
+from bknumba.cpu.simd import host_width, lanes
+
+WIDTHS = (2, 4, 8, 16)
+
+
+METHODS = ("ratio", "theta_phi")
+
+
+def _simd(a, k, z, width, parallel=False, method="ratio"):
+    batch, n = a.shape
+    out = np.full((batch, n), np.nan + 0j)
+    first_bad = np.full(batch, -7, dtype=np.int64)
+    if method == "ratio":
+        driver = ratio.ratio_simd_driver if parallel else ratio._ratio_simd_driver_serial
+        driver(a, k, z, out, first_bad, 1e-26, 3, lanes(width))
+    else:
+        driver = (theta_phi.theta_phi_simd_driver if parallel
+                  else theta_phi._theta_phi_simd_driver_serial)
+        driver(a, k, z, out, first_bad, 1e-26, 3, theta_phi._POW, lanes(width))
+    return out, first_bad
+
+
+def _scalar(a, k, z, method="ratio"):
+    if method == "ratio":
+        return ratio.run_ratio(a, k, z, tile=3)
+    return theta_phi.run_theta_phi(a, k, z, tile=3)
+
+
+def _same_bits(x, y):
+    """Identical complex128 arrays, bit for bit (+0 and -0 differ; NaN payloads too)."""
+    return x.shape == y.shape and np.array_equal(x.view(np.uint64), y.view(np.uint64))
+
+
+def _problem(rng, batch, n, cplx_a, cplx_k, scale=1.0):
+    a = scale * (-2 + rng.uniform(-3, 3, (batch, n)))
+    k = scale**2 * rng.uniform(0.5, 1.5, (batch, max(n - 1, 0)))
+    if cplx_a:
+        a = a + 1j * scale * rng.uniform(-1, 1, (batch, n))
+    if cplx_k:
+        k = k * np.exp(1j * rng.uniform(-0.5, 0.5, k.shape))
+    z = scale * (rng.uniform(-1, 1, batch) + 1j * rng.uniform(0.1, 2, batch))
+    return np.ascontiguousarray(a), np.ascontiguousarray(k), z.astype(np.complex128)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 19), n=st.integers(0, 40), cplx_a=st.booleans(),
+       cplx_k=st.booleans(), width=st.sampled_from(WIDTHS), method=st.sampled_from(METHODS),
+       seed=st.integers(0, 2**32 - 1))
+def test_simd_tiles_equal_scalar_tiles_bit_for_bit(batch, n, cplx_a, cplx_k, width, method,
+                                                   seed):
+    a, k, z = _problem(np.random.default_rng(seed), batch, n, cplx_a, cplx_k)
+    g, bad = _simd(a, k, z, width, method=method)
+    g0, bad0 = _scalar(a, k, z, method)
+    assert _same_bits(g, g0)
+    assert np.array_equal(bad, bad0)
+
+
+@pytest.mark.parametrize("method, scale", [("ratio", s) for s in (1e-150, 1e-80, 1e100, 1e150)]
+                         + [("theta_phi", s) for s in (1e-55, 1e-20, 1e20, 1e55)])
+@pytest.mark.parametrize("width", [4, 8])
+def test_simd_tiles_equal_scalar_at_extreme_scales(method, scale, width):
+    """Scales where the scalar kernels are still accurate (ratio: 1e+-150,
+    theta_phi: 1e+-55; the continuants' rescaling runs at every step here)."""
+    a, k, z = _problem(np.random.default_rng(1), 21, 300, True, False, scale)
+    g, bad = _simd(a, k, z, width, method=method)
+    g0, bad0 = _scalar(a, k, z, method)
+    assert _same_bits(g, g0)
+    assert np.array_equal(bad, bad0) and (bad == 300).all()
+
+
+@pytest.mark.parametrize("n", [1, 2, 700, 2000])
+@pytest.mark.parametrize("width", [4, 8])
+def test_simd_theta_phi_rescaling_and_long_rows(n, width):
+    """Rows long enough for the continuants to be rescaled many times (and to
+    overflow without it near N = 900), with one lane per scale of the entries."""
+    rng = np.random.default_rng(n)
+    a, k, z = _problem(rng, 2 * width, n, False, False)
+    scales = 10.0 ** rng.uniform(-40, 40, 2 * width)
+    a, k, z = a * scales[:, None], k * scales[:, None] ** 2, z * scales
+    g, bad = _simd(a, k, z, width, method="theta_phi")
+    g0, bad0 = _scalar(a, k, z, "theta_phi")
+    assert _same_bits(g, g0) and np.array_equal(bad, bad0) and (bad == n).all()
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("width", WIDTHS)
+def test_simd_tiles_report_the_same_first_bad_pivot(width, method):
+    """An exact zero pivot at a different position in each lane of a tile (none
+    in some lanes): the same first position as the scalar tiles, and the same
+    bits in the rows without one."""
+    n = 12
+    batch = 2 * width + n + 2
+    # z = 0, k = 1, a = (2, 2.5, 2.5, ...): every pivot L[i] = 2 exactly; a[p] = 0.5 makes L[p] = 0
+    a = np.full((batch, n), 2.5)
+    a[:, 0] = 2.0
+    k = np.ones((batch, n - 1))
+    z = np.zeros(batch, dtype=np.complex128)
+    where = np.arange(batch) % (n + 1)  # n: no zero pivot in that row
+    for r, p in enumerate(where):
+        if p < n:
+            a[r, p] = 0.5 if p > 0 else 0.0
+    g, bad = _simd(a, k, z, width, method=method)
+    g0, bad0 = _scalar(a, k, z, method)
+    assert np.array_equal(bad, bad0)
+    if method == "theta_phi":
+        # the continuants pass through a singular leading block; they report only
+        # det(T - zI) = 0, which these rows have when the zero pivot is the last one
+        assert np.array_equal(bad0 < n, where == n - 1)
+        return
+    # a singular row is reported (at p, or earlier where the backward pivots vanish too)
+    assert np.array_equal(bad0 < n, where < n) and (bad0 <= where).all()
+    ok = bad0 == n
+    assert ok.any() and _same_bits(g[ok], g0[ok])
+
+
+def test_simd_parallel_driver_equals_serial_and_covers_the_remainder_rows():
+    a, k, z = _problem(np.random.default_rng(4), 8 * 7 + 5, 33, False, True)
+    for width, method in ((4, "ratio"), (8, "ratio"), (4, "theta_phi"), (8, "theta_phi")):
+        g1, b1 = _simd(a, k, z, width, parallel=True, method=method)
+        g2, b2 = _simd(a, k, z, width, method=method)
+        g0, b0 = _scalar(a, k, z, method)
+        assert _same_bits(g1, g0) and _same_bits(g2, g0)
+        assert np.array_equal(b1, b0) and np.array_equal(b2, b0)
+
+
+def test_public_bk_core_uses_simd_tiles_with_the_scalar_bits():
+    """bk_core's default path (SIMD tiles on this CPU) gives the scalar tiles' bits,
+    including rows with one z each and a batch that is not a multiple of the width."""
+    assert simd_width() == host_width() >= 2
+    rng = np.random.default_rng(5)
+    a, k, z = _problem(rng, 3 * simd_width() + 1, 257, False, False)
+    for method in METHODS:
+        g = bknumba.bk_core(a, k, 1.0, z, method=method)
+        g0, _ = _scalar(a, k, z, method)
+        assert _same_bits(g, g0)
+
+
+def test_simd_inputs_are_not_modified():
+    a, k, z = _problem(np.random.default_rng(6), 9, 17, True, True)
+    copies = [x.copy() for x in (a, k, z)]
+    _simd(a, k, z, 4, parallel=True)
+    _simd(a, k, z, 4, parallel=True, method="theta_phi")
+    for x, c in zip((a, k, z), copies):
+        assert _same_bits(x.astype(np.complex128), c.astype(np.complex128))
