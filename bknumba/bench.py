@@ -219,6 +219,20 @@ def _bk(method):
     return run
 
 
+def _scalar_tiles(run):
+    """``run`` with ``BKNUMBA_SIMD=0`` in force (the scalar tiles, for comparison)."""
+    def scalar(case, s, rows=None):
+        from . import _config
+
+        old = _config.options["simd"]
+        _config.options["simd"] = "0"
+        try:
+            return run(case, s, rows)
+        finally:
+            _config.options["simd"] = old
+    return scalar
+
+
 def _sparse(semantics):
     def run(case, s, rows=None):
         import bknumba
@@ -239,8 +253,11 @@ def _baseline(fn, vector_z=False):
 CORE_IMPLS = [
     Impl("bknumba ratio", "full", _bk("ratio")),
     Impl("bknumba theta_phi", "full", _bk("theta_phi"), method="theta_phi"),
+    Impl("ratio, scalar tiles", "full", _scalar_tiles(_bk("ratio"))),
+    Impl("theta_phi, scalar tiles", "full", _scalar_tiles(_bk("theta_phi")), method="theta_phi"),
     Impl("sparse seed", "seed", _sparse("seed"), method="theta_phi", tol=1e-10),
     Impl("sparse local", "local", _sparse("local")),
+    Impl("local, row kernel", "local", _scalar_tiles(_sparse("local"))),
     Impl("sparse exact", "exact", _sparse("exact")),
     Impl("numpy vectorised", "full", _baseline(numpy_ratio_baseline, True), group="baseline",
          max_n=8192, max_rows=4096),

@@ -31,8 +31,8 @@ from numba import njit, prange
 
 from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin,
                        simd_width)
-from .simd import couple, diag, first_bad, lanes, put_c, splat, vadd, vdiv, vload, vmul, vneg, \
-    vstore, vsub
+from .simd import (couple, couple_at, diag, diag_at, first_bad, lanes, put_c, put_c_at, sel_eq,
+                   sel_gt, sel_lt, splat, vadd, vdiv, vload, vmax, vmin, vmul, vneg, vstore, vsub)
 
 __all__ = ["ratio_driver", "ratio_tile", "ratio_simd_tile", "ratio_simd_driver", "TINY"]
 
@@ -427,6 +427,146 @@ def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, le
     first_bad[r] = bad
 
 
+@njit(error_model="numpy", **serial_jit_kwargs())
+def local_simd_tile(a, k, z, mask, out, first_bad_out, r0, rtol2, sl, ix, lane, proto):
+    """:func:`local_row` for rows ``r0 .. r0 + W - 1`` (``W = len(proto)``), the rows
+    in the lanes of vector registers (:mod:`bknumba.cpu.simd`).
+
+    Each lane walks the list of its row's *computed* positions (built branch-free
+    in a first pass, which also writes the zeros of ``G``), so a masked position
+    costs no arithmetic at all; at step ``s`` lane ``j`` is at its ``s``-th
+    computed position. A step couples to the previous pivot when the previous
+    computed position is the neighbour, else to the masked neighbour's ``d``
+    (a select, as in :func:`local_row`: the same operations, so the same bits).
+    Lanes whose row has fewer computed positions idle (masked out) at the end.
+
+    ``sl`` : float64 scratch ``>= 2 W N``; ``ix`` : float64 scratch ``>= W (N + 1)``
+    (positions, lane-interleaved); ``lane`` : float64 scratch ``>= 3 W``. Needs
+    ``N >= 2`` (every load is then inside the row).
+    """
+    W = len(proto)
+    n = a.shape[1]
+    maxc = 0
+    for j in range(W):
+        r = r0 + j
+        lane[j] = z[r].real
+        lane[W + j] = z[r].imag
+        for i in range(n):
+            out[r, i] = 0.0
+        c = 0
+        fi = 0.0
+        for i in range(n):
+            ix[c * W + j] = fi
+            c += np.int64(mask[r, i])
+            fi += 1.0
+        lane[2 * W + j] = c
+        maxc = max(maxc, c)
+    zr = vload(lane, 0, proto)
+    zi = vload(lane, W, proto)
+    cnt = vload(lane, 2 * W, proto)
+    zero = splat(0.0, proto)
+    one = splat(1.0, proto)
+    di0 = vsub(zero, zi)
+    r2 = splat(rtol2, proto)
+    tiny = splat(TINY, proto)
+    last = splat(n - 1, proto)
+    klast = splat(n - 2, proto)
+    bad = splat(n, proto)
+    lr = zero
+    li = zero
+    prev = splat(-2.0, proto)
+    # forward: L at the computed positions, compacted into sl
+    for s in range(maxc):
+        act = sel_lt(splat(s, proto), cnt, one, zero)
+        pos = sel_gt(act, zero, vload(ix, s * W, proto), zero)  # idle lanes read position 0
+        dr, di = diag_at(a, r0, pos, zr, zi, di0)
+        pm1 = vsub(pos, one)
+        pc = vmax(pm1, zero)
+        nr, ni = diag_at(a, r0, pc, zr, zi, di0)  # the masked neighbour's d
+        pr = sel_eq(prev, pm1, lr, nr)
+        pi = sel_eq(prev, pm1, li, ni)
+        p2 = vadd(vmul(pr, pr), vmul(pi, pi))
+        sv = vdiv(one, p2)
+        qr, qi = couple_at(k, r0, pc, vmul(pr, sv), vmul(vneg(pi), sv))
+        start = sel_eq(pos, zero, one, zero)  # position 0: no coupling
+        lr = sel_gt(start, zero, dr, vsub(dr, qr))
+        li = sel_gt(start, zero, di, vsub(di, qi))
+        scale = sel_gt(start, zero, vadd(vmul(dr, dr), vmul(di, di)),
+                       vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi)))
+        nb = sel_lt(p2, tiny, sel_gt(start, zero, bad, vmin(bad, pm1)), bad)
+        nb = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), pos, nb)
+        bad = sel_gt(act, zero, nb, bad)
+        vstore(sl, 2 * W * s, lr)
+        vstore(sl, 2 * W * s + W, li)
+        prev = pos
+    # backward: R at the computed positions, combined with L; G written
+    rr = zero
+    ri = zero
+    nxt = splat(-2.0, proto)
+    for s in range(maxc - 1, -1, -1):
+        act = sel_lt(splat(s, proto), cnt, one, zero)
+        pos = sel_gt(act, zero, vload(ix, s * W, proto), zero)
+        dr, di = diag_at(a, r0, pos, zr, zi, di0)
+        pp1 = vadd(pos, one)
+        pc = vmin(pp1, last)
+        nr, ni = diag_at(a, r0, pc, zr, zi, di0)  # the masked neighbour's d
+        pr = sel_eq(nxt, pp1, rr, nr)
+        pi = sel_eq(nxt, pp1, ri, ni)
+        p2 = vadd(vmul(pr, pr), vmul(pi, pi))
+        sv = vdiv(one, p2)
+        # k[i] (k[N - 2] for i = N - 1, where it is not used: the read stays in the row)
+        qr, qi = couple_at(k, r0, vmin(pos, klast), vmul(pr, sv), vmul(vneg(pi), sv))
+        end = sel_eq(pos, last, one, zero)  # position N - 1: no coupling
+        rr = sel_gt(end, zero, dr, vsub(dr, qr))
+        ri = sel_gt(end, zero, di, vsub(di, qi))
+        scale = sel_gt(end, zero, vadd(vmul(dr, dr), vmul(di, di)),
+                       vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi)))
+        nb = sel_lt(p2, tiny, sel_gt(end, zero, bad, vmin(bad, pp1)), bad)
+        m2 = vadd(vmul(rr, rr), vmul(ri, ri))
+        nb = first_bad(m2, vmul(r2, scale), pos, nb)
+        lr = vload(sl, 2 * W * s, proto)
+        li = vload(sl, 2 * W * s + W, proto)
+        er = vsub(vadd(lr, rr), dr)
+        ei = vsub(vadd(li, ri), di)
+        e2 = vadd(vmul(er, er), vmul(ei, ei))
+        nb = first_bad(e2, vmul(r2, vadd(vadd(vmul(lr, lr), vmul(li, li)), m2)), pos, nb)
+        bad = sel_gt(act, zero, nb, bad)
+        sv = vdiv(one, e2)
+        put_c_at(out, r0, pos, vmul(er, sv), vmul(vneg(ei), sv), act)
+        # an idle lane's next step (if any) is its first computed one: never coupled
+        nxt = sel_gt(act, zero, pos, splat(-2.0, proto))
+    vstore(lane, 0, bad)
+    for j in range(W):
+        first_bad_out[r0 + j] = np.int64(lane[j])
+
+
+@njit(**parallel_jit_kwargs())
+def local_simd_driver(a, k, z, mask, out, first_bad, rtol2, chunks, proto):
+    """``prange`` over chunks of ``W``-row SIMD tiles (:func:`local_simd_tile`); the
+    last ``B mod W`` rows go through the scalar :func:`local_row`."""
+    W = len(proto)
+    batch, n = a.shape
+    ntiles = batch // W
+    per_chunk = (ntiles + chunks - 1) // chunks
+    for c in prange(chunks):
+        t0 = c * per_chunk
+        t1 = min(ntiles, t0 + per_chunk)
+        if t0 >= t1:
+            continue
+        sl = np.empty(2 * W * max(n, 1))
+        ix = np.empty(W * (n + 1))
+        lane = np.empty(3 * W)
+        for t in range(t0, t1):
+            local_simd_tile(a, k, z, mask, out, first_bad, t * W, rtol2, sl, ix, lane, proto)
+    if ntiles * W < batch:
+        starts = np.empty(n + 1, dtype=np.int64)
+        ends = np.empty(n + 1, dtype=np.int64)
+        left_re = np.empty(n)
+        left_im = np.empty(n)
+        for r in range(ntiles * W, batch):
+            local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, left_im)
+
+
 @njit(**parallel_jit_kwargs())
 def local_driver(a, k, z, mask, out, first_bad, rtol2, chunks):
     """``prange`` over chunks of rows for :func:`local_row`; scratch per chunk."""
@@ -445,15 +585,23 @@ def local_driver(a, k, z, mask, out, first_bad, rtol2, chunks):
             local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, left_im)
 
 
-def run_local(a, k, z, mask):
-    """Sparse "local" semantics (ratio form); returns ``(G, first_bad)``."""
+def run_local(a, k, z, mask, simd=True):
+    """Sparse "local" semantics (ratio form); returns ``(G, first_bad)``: on the SIMD
+    tiles (:func:`local_simd_tile`) when ``BKNUMBA_SIMD`` allows and ``simd``, else
+    row by row (:func:`local_row`)."""
     batch, n = a.shape
     out = np.empty((batch, n), dtype=np.complex128)
     first_bad = np.empty(batch, dtype=np.int64)
     if batch == 0:
         return out, first_bad
-    chunks = min(batch, 4 * numba.get_num_threads())
     rtol = options["pivot_rtol"]
+    width = simd_width() if simd else 0
+    if width >= 2 and batch >= width and n >= 2:
+        chunks = min(batch // width, 4 * numba.get_num_threads())
+        driver = pick_driver(local_simd_driver, _local_simd_driver_serial, batch * n)
+        driver(a, k, z, mask, out, first_bad, rtol * rtol, chunks, lanes(width))
+        return out, first_bad
+    chunks = min(batch, 4 * numba.get_num_threads())
     driver = pick_driver(local_driver, _local_driver_serial, batch * n)
     driver(a, k, z, mask, out, first_bad, rtol * rtol, chunks)
     return out, first_bad
@@ -462,3 +610,4 @@ def run_local(a, k, z, mask):
 _ratio_driver_serial = serial_twin(ratio_driver)
 _ratio_simd_driver_serial = serial_twin(ratio_simd_driver)
 _local_driver_serial = serial_twin(local_driver)
+_local_simd_driver_serial = serial_twin(local_simd_driver)

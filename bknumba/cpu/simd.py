@@ -31,7 +31,7 @@ from numba.extending import intrinsic, register_model
 
 __all__ = ["F64x", "lanes", "vadd", "vsub", "vmul", "vdiv", "vneg", "vabs", "vmax", "vmin",
            "splat", "vstep", "sel_lt", "sel_le", "sel_gt", "sel_eq", "vpow2", "first_bad", "diag",
-           "couple", "put_c", "vload", "vstore", "host_width"]
+           "couple", "put_c", "diag_at", "couple_at", "put_c_at", "vload", "vstore", "host_width"]
 
 _D = ir.DoubleType()
 _I32 = ir.IntType(32)
@@ -399,3 +399,81 @@ def vpow2(typingctx, count):
         return builder.fmul(power(c1), power(c2))
 
     return count(count), codegen
+
+
+def _lane_ptrs_at(context, builder, aryty, aryval, rty, r0, pos, W):
+    """Pointers to ``arr[r0 + j, int(pos[j])]``, ``j < W`` (per-lane positions)."""
+    ary = context.make_array(aryty)(context, builder, aryval)
+    r0 = context.cast(builder, r0, rty, types.intp)
+    ptrs = []
+    for j in range(W):
+        i = builder.fptosi(_lane(builder, pos, j), r0.type)
+        ptrs.append(_item_ptr(context, builder, aryty, ary,
+                              [builder.add(r0, ir.Constant(r0.type, j)), i]))
+    return ptrs
+
+
+@intrinsic
+def diag_at(typingctx, a, r0, pos, zr, zi, di0):
+    """:func:`diag` at a position per lane: ``a[r0 + j, pos[j]] - z[r0 + j]``
+    (``pos`` integer-valued, in range in every lane)."""
+    if not (_is_f64_2d(a) and isinstance(zr, F64x) and zr == zi == di0 == pos):
+        return None
+    W = zr.W
+    pair = types.UniTuple(zr, 2)
+
+    def codegen(context, builder, sig, args):
+        ptrs = _lane_ptrs_at(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                             args[2], W)
+        re, im = _column(context, builder, sig.args[0], ptrs, W)
+        dr = builder.fsub(re, args[3])
+        di = builder.fsub(im, args[4]) if im is not None else args[5]
+        return context.make_tuple(builder, pair, [dr, di])
+
+    return pair(a, r0, pos, zr, zi, di0), codegen
+
+
+@intrinsic
+def couple_at(typingctx, k, r0, pos, ir_, ii):
+    """:func:`couple` at a position per lane (``k[r0 + j, pos[j]]``)."""
+    if not (_is_f64_2d(k) and isinstance(ir_, F64x) and ir_ == ii == pos):
+        return None
+    W = ir_.W
+    pair = types.UniTuple(ir_, 2)
+
+    def codegen(context, builder, sig, args):
+        ptrs = _lane_ptrs_at(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                             args[2], W)
+        kr, ki = _column(context, builder, sig.args[0], ptrs, W)
+        a, b = args[3], args[4]
+        if ki is None:
+            return context.make_tuple(builder, pair, [builder.fmul(kr, a), builder.fmul(kr, b)])
+        qr = builder.fsub(builder.fmul(kr, a), builder.fmul(ki, b))
+        qi = builder.fadd(builder.fmul(kr, b), builder.fmul(ki, a))
+        return context.make_tuple(builder, pair, [qr, qi])
+
+    return pair(k, r0, pos, ir_, ii), codegen
+
+
+@intrinsic
+def put_c_at(typingctx, out, r0, pos, re, im, active):
+    """``out[r0 + j, pos[j]] = re[j] + 1j * im[j]`` in the lanes where ``active[j] != 0``."""
+    if not (isinstance(out, types.Array) and out.ndim == 2 and out.dtype == types.complex128
+            and isinstance(re, F64x) and re == im == pos == active):
+        return None
+    W = re.W
+
+    def codegen(context, builder, sig, args):
+        ptrs = _lane_ptrs_at(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                             args[2], W)
+        cty = context.get_value_type(types.complex128)
+        for j, p in enumerate(ptrs):
+            on = builder.fcmp_unordered("!=", _lane(builder, args[5], j), ir.Constant(_D, 0.0))
+            with builder.if_then(on, likely=True):
+                c = ir.Constant(cty, ir.Undefined)
+                c = builder.insert_value(c, _lane(builder, args[3], j), 0)
+                c = builder.insert_value(c, _lane(builder, args[4], j), 1)
+                builder.store(c, p)
+        return context.get_dummy_value()
+
+    return types.none(out, r0, pos, re, im, active), codegen
