@@ -28,7 +28,7 @@ def _simd(a, k, z, width, parallel=False, method="ratio"):
     first_bad = np.full(batch, -7, dtype=np.int64)
     if method == "ratio":
         driver = ratio.ratio_simd_driver if parallel else ratio._ratio_simd_driver_serial
-        driver(a, k, z, out, first_bad, 1e-26, 3, lanes(width))
+        driver(a, k, z, None, out, first_bad, 1e-26, 3, lanes(width))
     else:
         driver = (theta_phi.theta_phi_simd_driver if parallel
                   else theta_phi._theta_phi_simd_driver_serial)
@@ -207,3 +207,21 @@ def test_simd_local_reports_the_same_pivots_and_stays_in_bounds(width):
     assert np.array_equal(bad, bad0) and (bad0 < n).any() and (bad0 == n).any()
     ok = bad0 == n
     assert _same_bits(out[ok], g0[ok])
+
+
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 19), n=st.integers(0, 30), cplx=st.booleans(),
+       width=st.sampled_from(WIDTHS), density=st.sampled_from([0.0, 0.3, 0.7, 1.0]),
+       seed=st.integers(0, 2**32 - 1))
+def test_simd_exact_semantics_equals_scalar_tiles(batch, n, cplx, width, density, seed):
+    """The "exact" semantics (full recursions, G only where the mask is set) on
+    SIMD tiles: the scalar tiles' bits and reports."""
+    rng = np.random.default_rng(seed)
+    a, k, z = _problem(rng, batch, n, cplx, cplx)
+    mask = rng.random((batch, n)) < density
+    g0, bad0 = ratio.run_ratio(a, k, z, None, mask, tile=3)
+    out = np.full((batch, n), np.nan + 0j)
+    bad = np.full(batch, -7, dtype=np.int64)
+    ratio._ratio_simd_driver_serial(a, k, z, mask, out, bad, 1e-26, 2, lanes(width))
+    assert _same_bits(out, g0) and np.array_equal(bad, bad0)
+

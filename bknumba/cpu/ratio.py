@@ -31,7 +31,7 @@ from numba import njit, prange
 
 from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin,
                        simd_width)
-from .simd import (couple, couple_at, diag, diag_at, first_bad, lanes, put_c, put_c_at, sel_eq,
+from .simd import (couple, couple_at, diag, diag_at, first_bad, flag_col, lanes, put_c, put_c_at, sel_eq,
                    sel_gt, sel_lt, splat, vadd, vdiv, vload, vmax, vmin, vmul, vneg, vstore, vsub)
 
 __all__ = ["ratio_driver", "ratio_tile", "ratio_simd_tile", "ratio_simd_driver", "TINY"]
@@ -191,11 +191,16 @@ def ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, tile, c
 
 
 @njit(error_model="numpy", **serial_jit_kwargs())
-def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, lane, proto):
-    """:func:`ratio_tile` for the full problem (no masks) on rows ``r0 .. r0 + W - 1``,
+def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, lane, proto, combine_mask):
+    """:func:`ratio_tile` without a recursion mask on rows ``r0 .. r0 + W - 1``,
     ``W = len(proto)``, with the rows in the lanes of vector registers
     (:mod:`bknumba.cpu.simd`). The same operations in the same order as
     :func:`ratio_tile`, so the same bits.
+
+    With ``combine_mask`` (the "exact" sparse semantics) a masked position gets
+    ``G = 0`` and its combine is not checked, as in :func:`ratio_tile`; but the
+    combine is computed in every lane (a vector instruction cannot skip a lane),
+    so masked positions save no arithmetic here.
 
     ``sl`` : float64 scratch of at least ``2 W N`` (the left pivots, position-major);
     ``lane`` : float64 scratch of at least ``2 W``.
@@ -211,7 +216,8 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, lane, proto):
         lane[W + j] = z[r0 + j].imag
     zr = vload(lane, 0, proto)
     zi = vload(lane, W, proto)
-    di0 = vsub(splat(0.0, proto), zi)  # the imaginary part of d for a real a
+    zero = splat(0.0, proto)
+    di0 = vsub(zero, zi)  # the imaginary part of d for a real a
     one = splat(1.0, proto)
     r2 = splat(rtol2, proto)
     bad = splat(n, proto)
@@ -257,16 +263,25 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, lane, proto):
         er = vsub(vadd(lr, rr), dr)
         ei = vsub(vadd(li, ri), di)
         e2 = vadd(vmul(er, er), vmul(ei, ei))
-        bad = first_bad(e2, vmul(r2, vadd(vadd(vmul(lr, lr), vmul(li, li)), m2)), pos, bad)
+        nb = first_bad(e2, vmul(r2, vadd(vadd(vmul(lr, lr), vmul(li, li)), m2)), pos, bad)
         s = vdiv(one, e2)
-        put_c(out, r0, i, vmul(er, s), vmul(vneg(ei), s))
+        gr = vmul(er, s)
+        gi = vmul(vneg(ei), s)
+        if combine_mask is not None:
+            on = flag_col(combine_mask, r0, i, proto)
+            bad = sel_gt(on, zero, nb, bad)
+            gr = sel_gt(on, zero, gr, zero)
+            gi = sel_gt(on, zero, gi, zero)
+        else:
+            bad = nb
+        put_c(out, r0, i, gr, gi)
     vstore(lane, 0, bad)
     for j in range(W):
         first_bad_out[r0 + j] = np.int64(lane[j])
 
 
 @njit(**parallel_jit_kwargs())
-def ratio_simd_driver(a, k, z, out, first_bad, rtol2, chunks, proto):
+def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, proto):
     """``prange`` over chunks of ``W``-row SIMD tiles (:func:`ratio_simd_tile`); the
     last ``B mod W`` rows go through the scalar :func:`ratio_tile`."""
     W = len(proto)
@@ -281,22 +296,23 @@ def ratio_simd_driver(a, k, z, out, first_bad, rtol2, chunks, proto):
         sl = np.empty(2 * W * max(n, 1))
         lane = np.empty(2 * W)
         for t in range(t0, t1):
-            ratio_simd_tile(a, k, z, t * W, out, first_bad, rtol2, sl, lane, proto)
+            ratio_simd_tile(a, k, z, t * W, out, first_bad, rtol2, sl, lane, proto, combine_mask)
     rest = batch - ntiles * W
     if rest > 0:
         left_re = np.empty((n, rest))
         left_im = np.empty((n, rest))
         lane8 = np.empty((8, rest))
-        ratio_tile(a, k, z, ntiles * W, rest, None, None, out, first_bad, rtol2,
+        ratio_tile(a, k, z, ntiles * W, rest, None, combine_mask, out, first_bad, rtol2,
                    left_re, left_im, lane8)
 
 
 def run_ratio(a, k, z, rec_mask=None, combine_mask=None, tile=None):
     """Run the ratio kernels; returns ``(G, first_bad)``.
 
-    The full problem (no masks) runs on the SIMD tiles (:func:`ratio_simd_tile`)
-    when ``BKNUMBA_SIMD`` allows (see :mod:`bknumba._config`) and ``tile`` is not
-    given; the masked variants and ``tile=...`` on the scalar tiles.
+    Without a recursion mask (the full problem and the "exact" semantics) the
+    SIMD tiles run (:func:`ratio_simd_tile`) when ``BKNUMBA_SIMD`` allows (see
+    :mod:`bknumba._config`) and ``tile`` is not given; a recursion mask and
+    ``tile=...`` run the scalar tiles.
     """
     batch, n = a.shape
     out = np.empty((batch, n), dtype=np.complex128)
@@ -304,12 +320,11 @@ def run_ratio(a, k, z, rec_mask=None, combine_mask=None, tile=None):
     if batch == 0:
         return out, first_bad
     width = simd_width()
-    if (rec_mask is None and combine_mask is None and tile is None and width >= 2
-            and batch >= width):
+    if rec_mask is None and tile is None and width >= 2 and batch >= width:
         chunks = min(batch // width, 4 * numba.get_num_threads())
         rtol = options["pivot_rtol"]
         driver = pick_driver(ratio_simd_driver, _ratio_simd_driver_serial, batch * n)
-        driver(a, k, z, out, first_bad, rtol * rtol, chunks, lanes(width))
+        driver(a, k, z, combine_mask, out, first_bad, rtol * rtol, chunks, lanes(width))
         return out, first_bad
     if tile is None:
         tile = options["tile"]

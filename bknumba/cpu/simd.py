@@ -31,7 +31,8 @@ from numba.extending import intrinsic, register_model
 
 __all__ = ["F64x", "lanes", "vadd", "vsub", "vmul", "vdiv", "vneg", "vabs", "vmax", "vmin",
            "splat", "vstep", "sel_lt", "sel_le", "sel_gt", "sel_eq", "vpow2", "first_bad", "diag",
-           "couple", "put_c", "diag_at", "couple_at", "put_c_at", "vload", "vstore", "host_width"]
+           "couple", "put_c", "diag_at", "couple_at", "put_c_at", "flag_col", "vload", "vstore",
+           "host_width"]
 
 _D = ir.DoubleType()
 _I32 = ir.IntType(32)
@@ -477,3 +478,24 @@ def put_c_at(typingctx, out, r0, pos, re, im, active):
         return context.get_dummy_value()
 
     return types.none(out, r0, pos, re, im, active), codegen
+
+
+@intrinsic
+def flag_col(typingctx, arr, r0, i, proto):
+    """``1.0`` where ``arr[r0 + j, i]`` is true, else ``0.0`` (a 2-D bool array)."""
+    W = _width(proto)
+    if W is None or not (isinstance(arr, types.Array) and arr.ndim == 2
+                         and arr.dtype == types.boolean):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                            sig.args[2], args[2], W)
+        vals = []
+        for p in ptrs:
+            byte = builder.load(p)
+            vals.append(builder.uitofp(builder.icmp_unsigned("!=", byte, ir.Constant(byte.type, 0)),
+                                       _D))
+        return _pack(builder, W, vals)
+
+    return F64x(W)(arr, r0, i, proto), codegen
