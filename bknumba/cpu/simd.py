@@ -16,7 +16,13 @@ ordinary module-level functions, compiled (and cached) once per lane count.
 
 Every operation is the IEEE operation that the scalar kernels perform, in the
 same order, with no contraction into fused multiply-adds, so the results are
-bit for bit those of the scalar kernels (tested).
+bit for bit those of the scalar kernels (tested). The one exception is the sign
+of an exact zero: for a real coupling, :func:`couple` omits the scalar code's
+``- 0.0 * x`` term, which can turn ``-0.0`` into ``+0.0``.
+
+Developers: Numba's on-disk cache is keyed on each kernel's own source file.
+After editing this module, clear the cache (``find bknumba -name "*.nb[ic]"
+-delete``) or the kernels of ``ratio.py`` / ``theta_phi.py`` load stale code.
 """
 from __future__ import annotations
 
