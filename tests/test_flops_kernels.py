@@ -149,7 +149,7 @@ def _run_counted(method, a, k, z, rec_mask, combine_mask):
         env["ratio_tile"](ao, ko, zo, 0, 1, rec_mask, combine_mask, out, first_bad, rtol2,
                           scratch[0], scratch[1], lane)
     else:
-        env = _instrumented(theta_phi_mod, ["theta_phi_tile", "_rescale", "_pow2"])
+        env = _instrumented(theta_phi_mod, ["theta_phi_tile", "_inv_theta_n", "_rescale", "_pow2"])
         th = [np.empty((n + 1, 1), dtype=object) for _ in range(3)]
         lane = np.empty((10, 1), dtype=object)
         pow_table = _obj(theta_phi_mod._POW, CF)

@@ -31,8 +31,10 @@ from numba import njit, prange
 
 from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin,
                        simd_width)
-from .simd import (couple, couple_at, diag, diag_at, first_bad, flag_col, lanes, put_c, put_c_at, sel_eq,
-                   sel_gt, sel_lt, splat, vadd, vdiv, vload, vmax, vmin, vmul, vneg, vstore, vsub)
+from ._chunks import chunk_tiles
+from .simd import (couple, diag, first_bad, flag_col, lanes, put_c, put_c_at, put_rows, sel_eq,
+                   sel_gt, sel_lt, splat, vadd, vdiv, vload, vmax, vmin, vmul, vneg, vstore, vsub,
+                   z_lanes)
 
 __all__ = ["ratio_driver", "ratio_tile", "ratio_simd_tile", "ratio_simd_driver", "TINY"]
 
@@ -174,10 +176,8 @@ def ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, tile, c
     """``prange`` over chunks of ``tile``-row tiles; scratch per chunk."""
     batch, n = a.shape
     ntiles = (batch + tile - 1) // tile
-    per_chunk = (ntiles + chunks - 1) // chunks
     for c in prange(chunks):
-        t0 = c * per_chunk
-        t1 = min(ntiles, t0 + per_chunk)
+        t0, t1 = chunk_tiles(c, chunks, ntiles)
         if t0 >= t1:
             continue
         left_re = np.empty((n, tile))
@@ -191,7 +191,7 @@ def ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, tile, c
 
 
 @njit(error_model="numpy", **serial_jit_kwargs())
-def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, lane, proto, combine_mask):
+def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_mask):
     """:func:`ratio_tile` without a recursion mask on rows ``r0 .. r0 + W - 1``,
     ``W = len(proto)``, with the rows in the lanes of vector registers
     (:mod:`bknumba.cpu.simd`). The same operations in the same order as
@@ -202,8 +202,7 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, lane, proto, com
     combine is computed in every lane (a vector instruction cannot skip a lane),
     so masked positions save no arithmetic here.
 
-    ``sl`` : float64 scratch of at least ``2 W N`` (the left pivots, position-major);
-    ``lane`` : float64 scratch of at least ``2 W``.
+    ``sl`` : float64 scratch of at least ``2 W N`` (the left pivots, position-major).
     """
     W = len(proto)
     n = a.shape[1]
@@ -211,11 +210,7 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, lane, proto, com
         for j in range(W):
             first_bad_out[r0 + j] = 0
         return
-    for j in range(W):
-        lane[j] = z[r0 + j].real
-        lane[W + j] = z[r0 + j].imag
-    zr = vload(lane, 0, proto)
-    zi = vload(lane, W, proto)
+    zr, zi = z_lanes(z, r0, proto)
     zero = splat(0.0, proto)
     di0 = vsub(zero, zi)  # the imaginary part of d for a real a
     one = splat(1.0, proto)
@@ -275,9 +270,7 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, lane, proto, com
         else:
             bad = nb
         put_c(out, r0, i, gr, gi)
-    vstore(lane, 0, bad)
-    for j in range(W):
-        first_bad_out[r0 + j] = np.int64(lane[j])
+    put_rows(first_bad_out, r0, bad)
 
 
 @njit(**parallel_jit_kwargs())
@@ -287,16 +280,13 @@ def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, prot
     W = len(proto)
     batch, n = a.shape
     ntiles = batch // W
-    per_chunk = (ntiles + chunks - 1) // chunks
     for c in prange(chunks):
-        t0 = c * per_chunk
-        t1 = min(ntiles, t0 + per_chunk)
+        t0, t1 = chunk_tiles(c, chunks, ntiles)
         if t0 >= t1:
             continue
         sl = np.empty(2 * W * max(n, 1))
-        lane = np.empty(2 * W)
         for t in range(t0, t1):
-            ratio_simd_tile(a, k, z, t * W, out, first_bad, rtol2, sl, lane, proto, combine_mask)
+            ratio_simd_tile(a, k, z, t * W, out, first_bad, rtol2, sl, proto, combine_mask)
     rest = batch - ntiles * W
     if rest > 0:
         left_re = np.empty((n, rest))
@@ -456,7 +446,7 @@ def local_simd_tile(a, k, z, mask, out, first_bad_out, r0, rtol2, sl, ix, lane, 
     Lanes whose row has fewer computed positions idle (masked out) at the end.
 
     ``sl`` : float64 scratch ``>= 2 W N``; ``ix`` : float64 scratch ``>= W (N + 1)``
-    (positions, lane-interleaved); ``lane`` : float64 scratch ``>= 3 W``. Needs
+    (positions, lane-interleaved); ``lane`` : float64 scratch ``>= W``. Needs
     ``N >= 2`` (every load is then inside the row).
     """
     W = len(proto)
@@ -464,8 +454,6 @@ def local_simd_tile(a, k, z, mask, out, first_bad_out, r0, rtol2, sl, ix, lane, 
     maxc = 0
     for j in range(W):
         r = r0 + j
-        lane[j] = z[r].real
-        lane[W + j] = z[r].imag
         for i in range(n):
             out[r, i] = 0.0
         c = 0
@@ -474,11 +462,10 @@ def local_simd_tile(a, k, z, mask, out, first_bad_out, r0, rtol2, sl, ix, lane, 
             ix[c * W + j] = fi
             c += np.int64(mask[r, i])
             fi += 1.0
-        lane[2 * W + j] = c
+        lane[j] = c
         maxc = max(maxc, c)
-    zr = vload(lane, 0, proto)
-    zi = vload(lane, W, proto)
-    cnt = vload(lane, 2 * W, proto)
+    zr, zi = z_lanes(z, r0, proto)
+    cnt = vload(lane, 0, proto)
     zero = splat(0.0, proto)
     one = splat(1.0, proto)
     di0 = vsub(zero, zi)
@@ -494,20 +481,20 @@ def local_simd_tile(a, k, z, mask, out, first_bad_out, r0, rtol2, sl, ix, lane, 
     for s in range(maxc):
         act = sel_lt(splat(s, proto), cnt, one, zero)
         pos = sel_gt(act, zero, vload(ix, s * W, proto), zero)  # idle lanes read position 0
-        dr, di = diag_at(a, r0, pos, zr, zi, di0)
+        dr, di = diag(a, r0, pos, zr, zi, di0)
         pm1 = vsub(pos, one)
         pc = vmax(pm1, zero)
-        nr, ni = diag_at(a, r0, pc, zr, zi, di0)  # the masked neighbour's d
+        nr, ni = diag(a, r0, pc, zr, zi, di0)  # the masked neighbour's d
         pr = sel_eq(prev, pm1, lr, nr)
         pi = sel_eq(prev, pm1, li, ni)
         p2 = vadd(vmul(pr, pr), vmul(pi, pi))
         sv = vdiv(one, p2)
-        qr, qi = couple_at(k, r0, pc, vmul(pr, sv), vmul(vneg(pi), sv))
+        qr, qi = couple(k, r0, pc, vmul(pr, sv), vmul(vneg(pi), sv))
         start = sel_eq(pos, zero, one, zero)  # position 0: no coupling
         lr = sel_gt(start, zero, dr, vsub(dr, qr))
         li = sel_gt(start, zero, di, vsub(di, qi))
-        scale = sel_gt(start, zero, vadd(vmul(dr, dr), vmul(di, di)),
-                       vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi)))
+        d2 = vadd(vmul(dr, dr), vmul(di, di))
+        scale = sel_gt(start, zero, d2, vadd(vadd(d2, vmul(qr, qr)), vmul(qi, qi)))
         nb = sel_lt(p2, tiny, sel_gt(start, zero, bad, vmin(bad, pm1)), bad)
         nb = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), pos, nb)
         bad = sel_gt(act, zero, nb, bad)
@@ -521,21 +508,21 @@ def local_simd_tile(a, k, z, mask, out, first_bad_out, r0, rtol2, sl, ix, lane, 
     for s in range(maxc - 1, -1, -1):
         act = sel_lt(splat(s, proto), cnt, one, zero)
         pos = sel_gt(act, zero, vload(ix, s * W, proto), zero)
-        dr, di = diag_at(a, r0, pos, zr, zi, di0)
+        dr, di = diag(a, r0, pos, zr, zi, di0)
         pp1 = vadd(pos, one)
         pc = vmin(pp1, last)
-        nr, ni = diag_at(a, r0, pc, zr, zi, di0)  # the masked neighbour's d
+        nr, ni = diag(a, r0, pc, zr, zi, di0)  # the masked neighbour's d
         pr = sel_eq(nxt, pp1, rr, nr)
         pi = sel_eq(nxt, pp1, ri, ni)
         p2 = vadd(vmul(pr, pr), vmul(pi, pi))
         sv = vdiv(one, p2)
         # k[i] (k[N - 2] for i = N - 1, where it is not used: the read stays in the row)
-        qr, qi = couple_at(k, r0, vmin(pos, klast), vmul(pr, sv), vmul(vneg(pi), sv))
+        qr, qi = couple(k, r0, vmin(pos, klast), vmul(pr, sv), vmul(vneg(pi), sv))
         end = sel_eq(pos, last, one, zero)  # position N - 1: no coupling
         rr = sel_gt(end, zero, dr, vsub(dr, qr))
         ri = sel_gt(end, zero, di, vsub(di, qi))
-        scale = sel_gt(end, zero, vadd(vmul(dr, dr), vmul(di, di)),
-                       vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi)))
+        d2 = vadd(vmul(dr, dr), vmul(di, di))
+        scale = sel_gt(end, zero, d2, vadd(vadd(d2, vmul(qr, qr)), vmul(qi, qi)))
         nb = sel_lt(p2, tiny, sel_gt(end, zero, bad, vmin(bad, pp1)), bad)
         m2 = vadd(vmul(rr, rr), vmul(ri, ri))
         nb = first_bad(m2, vmul(r2, scale), pos, nb)
@@ -550,9 +537,7 @@ def local_simd_tile(a, k, z, mask, out, first_bad_out, r0, rtol2, sl, ix, lane, 
         put_c_at(out, r0, pos, vmul(er, sv), vmul(vneg(ei), sv), act)
         # an idle lane's next step (if any) is its first computed one: never coupled
         nxt = sel_gt(act, zero, pos, splat(-2.0, proto))
-    vstore(lane, 0, bad)
-    for j in range(W):
-        first_bad_out[r0 + j] = np.int64(lane[j])
+    put_rows(first_bad_out, r0, bad)
 
 
 @njit(**parallel_jit_kwargs())
@@ -562,15 +547,13 @@ def local_simd_driver(a, k, z, mask, out, first_bad, rtol2, chunks, proto):
     W = len(proto)
     batch, n = a.shape
     ntiles = batch // W
-    per_chunk = (ntiles + chunks - 1) // chunks
     for c in prange(chunks):
-        t0 = c * per_chunk
-        t1 = min(ntiles, t0 + per_chunk)
+        t0, t1 = chunk_tiles(c, chunks, ntiles)
         if t0 >= t1:
             continue
         sl = np.empty(2 * W * max(n, 1))
         ix = np.empty(W * (n + 1))
-        lane = np.empty(3 * W)
+        lane = np.empty(W)
         for t in range(t0, t1):
             local_simd_tile(a, k, z, mask, out, first_bad, t * W, rtol2, sl, ix, lane, proto)
     if ntiles * W < batch:
@@ -586,10 +569,8 @@ def local_simd_driver(a, k, z, mask, out, first_bad, rtol2, chunks, proto):
 def local_driver(a, k, z, mask, out, first_bad, rtol2, chunks):
     """``prange`` over chunks of rows for :func:`local_row`; scratch per chunk."""
     batch, n = a.shape
-    per_chunk = (batch + chunks - 1) // chunks
     for c in prange(chunks):
-        r0 = c * per_chunk
-        r1 = min(batch, r0 + per_chunk)
+        r0, r1 = chunk_tiles(c, chunks, batch)  # tiles of one row
         if r0 >= r1:
             continue
         starts = np.empty(n + 1, dtype=np.int64)

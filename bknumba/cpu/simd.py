@@ -30,14 +30,14 @@ from functools import lru_cache
 
 import numpy as np
 from llvmlite import ir
-from numba import types
+from numba import njit, types
 from numba.core import cgutils
 from numba.core.datamodel import models
 from numba.extending import intrinsic, register_model
 
 __all__ = ["F64x", "lanes", "vadd", "vsub", "vmul", "vdiv", "vneg", "vabs", "vmax", "vmin",
-           "splat", "vstep", "sel_lt", "sel_le", "sel_gt", "sel_eq", "vpow2", "first_bad", "diag",
-           "couple", "put_c", "diag_at", "couple_at", "put_c_at", "flag_col", "vload", "vstore",
+           "splat", "sel_lt", "sel_le", "sel_gt", "sel_eq", "vpow2", "first_bad", "diag",
+           "couple", "put_c", "put_c_at", "flag_col", "z_lanes", "put_rows", "vload", "vstore",
            "host_width"]
 
 _D = ir.DoubleType()
@@ -150,19 +150,6 @@ def splat(typingctx, x, proto):
 
 
 @intrinsic
-def vstep(typingctx, proto):
-    """``(0, 1, ..., W - 1)`` as lanes (row offsets within a tile)."""
-    W = _width(proto)
-    if W is None:
-        return None
-
-    def codegen(context, builder, sig, args):
-        return ir.Constant(_vec(W), [ir.Constant(_D, float(j)) for j in range(W)])
-
-    return F64x(W)(proto), codegen
-
-
-@intrinsic
 def first_bad(typingctx, x2, thr, pos, bad):
     """``min(bad, pos)`` in the lanes where ``x2 <= thr or x2 < TINY``, else
     ``bad``: the scalar kernels' pivot test (a NaN ``x2`` passes, as there)."""
@@ -188,12 +175,22 @@ def _item_ptr(context, builder, aryty, ary, inds):
 
 
 def _column_ptrs(context, builder, aryty, aryval, rty, r0, ity, i, W):
-    """Pointers to ``arr[r0 + j, i]``, ``j < W``."""
+    """Pointers to ``arr[r0 + j, i]``, ``j < W``: ``i`` an integer, or lanes
+    (:class:`F64x`, integer-valued) holding one position per lane."""
     ary = context.make_array(aryty)(context, builder, aryval)
     r0 = context.cast(builder, r0, rty, types.intp)
-    i = context.cast(builder, i, ity, types.intp)
-    return [_item_ptr(context, builder, aryty, ary, [builder.add(r0, ir.Constant(r0.type, j)), i])
+    if isinstance(ity, F64x):
+        cols = [builder.fptosi(_lane(builder, i, j), r0.type) for j in range(W)]
+    else:
+        cols = [context.cast(builder, i, ity, types.intp)] * W
+    return [_item_ptr(context, builder, aryty, ary, [builder.add(r0, ir.Constant(r0.type, j)),
+                                                     cols[j]])
             for j in range(W)]
+
+
+def _is_pos(i, lanes_type):
+    """A position argument: an integer, or per-lane positions of the lanes' width."""
+    return isinstance(i, types.Integer) or i == lanes_type
 
 
 def _column(context, builder, aryty, ptrs, W):
@@ -213,8 +210,9 @@ def _is_f64_2d(arr):
 @intrinsic
 def diag(typingctx, a, r0, i, zr, zi, di0):
     """``d = a[r0 + j, i] - z[r0 + j]`` as ``(re, im)`` lanes; for a real ``a``
-    the imaginary part is ``di0`` (``0.0 - zi``, computed once per tile)."""
-    if not (_is_f64_2d(a) and isinstance(zr, F64x) and zr == zi == di0):
+    the imaginary part is ``di0`` (``0.0 - zi``, computed once per tile). ``i`` is
+    one position, or lanes with a position per lane (in range in every lane)."""
+    if not (_is_f64_2d(a) and isinstance(zr, F64x) and zr == zi == di0 and _is_pos(i, zr)):
         return None
     W = zr.W
     pair = types.UniTuple(zr, 2)
@@ -234,8 +232,9 @@ def diag(typingctx, a, r0, i, zr, zi, di0):
 def couple(typingctx, k, r0, i, ir_, ii):
     """``q = k[r0 + j, i] * (ir + 1j ii)`` as ``(re, im)`` lanes: for a complex
     ``k`` ``(kr ir - ki ii, kr ii + ki ir)``, for a real one ``(k ir, k ii)``
-    (the scalar kernels' products with ``ki = 0``, which are these exactly)."""
-    if not (_is_f64_2d(k) and isinstance(ir_, F64x) and ir_ == ii):
+    (the scalar kernels' products with ``ki = 0``, which are these exactly);
+    ``i`` as in :func:`diag`."""
+    if not (_is_f64_2d(k) and isinstance(ir_, F64x) and ir_ == ii and _is_pos(i, ir_)):
         return None
     W = ir_.W
     pair = types.UniTuple(ir_, 2)
@@ -254,26 +253,75 @@ def couple(typingctx, k, r0, i, ir_, ii):
     return pair(k, r0, i, ir_, ii), codegen
 
 
+def _store_c(context, builder, p, re, im, j):
+    c = ir.Constant(context.get_value_type(types.complex128), ir.Undefined)
+    c = builder.insert_value(c, _lane(builder, re, j), 0)
+    c = builder.insert_value(c, _lane(builder, im, j), 1)
+    builder.store(c, p)
+
+
+def _is_c128_2d(out):
+    return isinstance(out, types.Array) and out.ndim == 2 and out.dtype == types.complex128
+
+
 @intrinsic
 def put_c(typingctx, out, r0, i, re, im):
-    """``out[r0 + j, i] = re[j] + 1j * im[j]`` (complex128 ``out``)."""
-    if not (isinstance(out, types.Array) and out.ndim == 2 and out.dtype == types.complex128
-            and isinstance(re, F64x) and re == im):
+    """``out[r0 + j, i] = re[j] + 1j * im[j]`` (complex128 ``out``; ``i`` as in :func:`diag`)."""
+    if not (_is_c128_2d(out) and isinstance(re, F64x) and re == im and _is_pos(i, re)):
         return None
     W = re.W
 
     def codegen(context, builder, sig, args):
         ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
                             sig.args[2], args[2], W)
-        cty = context.get_value_type(types.complex128)
         for j, p in enumerate(ptrs):
-            c = ir.Constant(cty, ir.Undefined)
-            c = builder.insert_value(c, _lane(builder, args[3], j), 0)
-            c = builder.insert_value(c, _lane(builder, args[4], j), 1)
-            builder.store(c, p)
+            _store_c(context, builder, p, args[3], args[4], j)
         return context.get_dummy_value()
 
     return types.none(out, r0, i, re, im), codegen
+
+
+@intrinsic
+def z_lanes(typingctx, z, r0, proto):
+    """``(z[r0 + j].real, z[r0 + j].imag)`` as two lanes (complex128 1-D ``z``)."""
+    W = _width(proto)
+    if W is None or not (isinstance(z, types.Array) and z.ndim == 1
+                         and z.dtype == types.complex128):
+        return None
+    pair = types.UniTuple(F64x(W), 2)
+
+    def codegen(context, builder, sig, args):
+        zty = sig.args[0]
+        ary = context.make_array(zty)(context, builder, args[0])
+        r0 = context.cast(builder, args[1], sig.args[1], types.intp)
+        vals = [builder.load(_item_ptr(context, builder, zty, ary,
+                                       [builder.add(r0, ir.Constant(r0.type, j))]))
+                for j in range(W)]
+        re = _pack(builder, W, [builder.extract_value(v, 0) for v in vals])
+        im = _pack(builder, W, [builder.extract_value(v, 1) for v in vals])
+        return context.make_tuple(builder, pair, [re, im])
+
+    return pair(z, r0, proto), codegen
+
+
+@intrinsic
+def put_rows(typingctx, arr, r0, v):
+    """``arr[r0 + j] = int(v[j])`` (int64 1-D ``arr``; ``v`` integer-valued lanes)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.int64
+            and isinstance(v, F64x)):
+        return None
+    W = v.W
+
+    def codegen(context, builder, sig, args):
+        aty = sig.args[0]
+        ary = context.make_array(aty)(context, builder, args[0])
+        r0 = context.cast(builder, args[1], sig.args[1], types.intp)
+        for j in range(W):
+            p = _item_ptr(context, builder, aty, ary, [builder.add(r0, ir.Constant(r0.type, j))])
+            builder.store(builder.fptosi(_lane(builder, args[2], j), ir.IntType(64)), p)
+        return context.get_dummy_value()
+
+    return types.none(arr, r0, v), codegen
 
 
 def _vec_ptr(context, builder, aryty, aryval, oty, o, W):
@@ -331,28 +379,6 @@ def vabs(typingctx, x):
     return x(x), codegen
 
 
-def _pick(op_name, which_first, doc):
-    """``max``/``min`` with Numba's (Python's) semantics: ``max(a, b)`` is
-    ``b if b > a else a`` (so ``max(nan, 1) = nan``, ``max(1, nan) = 1``)."""
-    def impl(typingctx, x, y):
-        if not (isinstance(x, F64x) and x == y):
-            return None
-
-        def codegen(context, builder, sig, args):
-            a, b = args
-            return builder.select(builder.fcmp_ordered(op_name, b, a), b, a)
-
-        return x(x, y), codegen
-
-    impl.__name__ = which_first
-    impl.__doc__ = doc
-    return intrinsic(impl)
-
-
-vmax = _pick(">", "vmax", "Lane-wise ``max(x, y)`` (Numba's semantics: ``y if y > x else x``).")
-vmin = _pick("<", "vmin", "Lane-wise ``min(x, y)`` (Numba's semantics: ``y if y < x else x``).")
-
-
 def _select(op_name, doc):
     def impl(typingctx, x, y, a, b):
         if not (isinstance(x, F64x) and x == y == a == b):
@@ -371,6 +397,19 @@ sel_lt = _select("<", "Lane-wise ``a if x < y else b`` (ordered: False for NaN).
 sel_le = _select("<=", "Lane-wise ``a if x <= y else b`` (ordered: False for NaN).")
 sel_gt = _select(">", "Lane-wise ``a if x > y else b`` (ordered: False for NaN).")
 sel_eq = _select("==", "Lane-wise ``a if x == y else b`` (ordered: False for NaN).")
+
+
+@njit(inline="always")
+def vmax(x, y):
+    """Lane-wise ``max(x, y)`` with Numba's (Python's) semantics, ``y if y > x else x``
+    (so ``max(nan, 1) = nan``, ``max(1, nan) = 1``)."""
+    return sel_gt(y, x, y, x)
+
+
+@njit(inline="always")
+def vmin(x, y):
+    """Lane-wise ``min(x, y)`` with Numba's semantics, ``y if y < x else x``."""
+    return sel_lt(y, x, y, x)
 
 
 @intrinsic
@@ -408,79 +447,20 @@ def vpow2(typingctx, count):
     return count(count), codegen
 
 
-def _lane_ptrs_at(context, builder, aryty, aryval, rty, r0, pos, W):
-    """Pointers to ``arr[r0 + j, int(pos[j])]``, ``j < W`` (per-lane positions)."""
-    ary = context.make_array(aryty)(context, builder, aryval)
-    r0 = context.cast(builder, r0, rty, types.intp)
-    ptrs = []
-    for j in range(W):
-        i = builder.fptosi(_lane(builder, pos, j), r0.type)
-        ptrs.append(_item_ptr(context, builder, aryty, ary,
-                              [builder.add(r0, ir.Constant(r0.type, j)), i]))
-    return ptrs
-
-
-@intrinsic
-def diag_at(typingctx, a, r0, pos, zr, zi, di0):
-    """:func:`diag` at a position per lane: ``a[r0 + j, pos[j]] - z[r0 + j]``
-    (``pos`` integer-valued, in range in every lane)."""
-    if not (_is_f64_2d(a) and isinstance(zr, F64x) and zr == zi == di0 == pos):
-        return None
-    W = zr.W
-    pair = types.UniTuple(zr, 2)
-
-    def codegen(context, builder, sig, args):
-        ptrs = _lane_ptrs_at(context, builder, sig.args[0], args[0], sig.args[1], args[1],
-                             args[2], W)
-        re, im = _column(context, builder, sig.args[0], ptrs, W)
-        dr = builder.fsub(re, args[3])
-        di = builder.fsub(im, args[4]) if im is not None else args[5]
-        return context.make_tuple(builder, pair, [dr, di])
-
-    return pair(a, r0, pos, zr, zi, di0), codegen
-
-
-@intrinsic
-def couple_at(typingctx, k, r0, pos, ir_, ii):
-    """:func:`couple` at a position per lane (``k[r0 + j, pos[j]]``)."""
-    if not (_is_f64_2d(k) and isinstance(ir_, F64x) and ir_ == ii == pos):
-        return None
-    W = ir_.W
-    pair = types.UniTuple(ir_, 2)
-
-    def codegen(context, builder, sig, args):
-        ptrs = _lane_ptrs_at(context, builder, sig.args[0], args[0], sig.args[1], args[1],
-                             args[2], W)
-        kr, ki = _column(context, builder, sig.args[0], ptrs, W)
-        a, b = args[3], args[4]
-        if ki is None:
-            return context.make_tuple(builder, pair, [builder.fmul(kr, a), builder.fmul(kr, b)])
-        qr = builder.fsub(builder.fmul(kr, a), builder.fmul(ki, b))
-        qi = builder.fadd(builder.fmul(kr, b), builder.fmul(ki, a))
-        return context.make_tuple(builder, pair, [qr, qi])
-
-    return pair(k, r0, pos, ir_, ii), codegen
-
-
 @intrinsic
 def put_c_at(typingctx, out, r0, pos, re, im, active):
-    """``out[r0 + j, pos[j]] = re[j] + 1j * im[j]`` in the lanes where ``active[j] != 0``."""
-    if not (isinstance(out, types.Array) and out.ndim == 2 and out.dtype == types.complex128
-            and isinstance(re, F64x) and re == im == pos == active):
+    """:func:`put_c` at per-lane positions, in the lanes where ``active[j] != 0`` only."""
+    if not (_is_c128_2d(out) and isinstance(re, F64x) and re == im == pos == active):
         return None
     W = re.W
 
     def codegen(context, builder, sig, args):
-        ptrs = _lane_ptrs_at(context, builder, sig.args[0], args[0], sig.args[1], args[1],
-                             args[2], W)
-        cty = context.get_value_type(types.complex128)
+        ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                            sig.args[2], args[2], W)
         for j, p in enumerate(ptrs):
             on = builder.fcmp_unordered("!=", _lane(builder, args[5], j), ir.Constant(_D, 0.0))
             with builder.if_then(on, likely=True):
-                c = ir.Constant(cty, ir.Undefined)
-                c = builder.insert_value(c, _lane(builder, args[3], j), 0)
-                c = builder.insert_value(c, _lane(builder, args[4], j), 1)
-                builder.store(c, p)
+                _store_c(context, builder, p, args[3], args[4], j)
         return context.get_dummy_value()
 
     return types.none(out, r0, pos, re, im, active), codegen

@@ -27,8 +27,9 @@ from numba import njit, prange
 
 from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin,
                        simd_width)
-from .simd import (couple, diag, lanes, put_c, sel_gt, sel_le, sel_lt, splat, vabs, vadd, vload,
-                   vmax, vmin, vmul, vpow2, vstore, vsub)
+from ._chunks import chunk_tiles
+from .simd import (couple, diag, lanes, put_c, put_rows, sel_gt, sel_le, sel_lt, splat, vabs, vadd,
+                   vload, vmax, vmin, vmul, vpow2, vstore, vsub, z_lanes)
 
 __all__ = ["SHIFT", "theta_phi_driver", "theta_phi_simd_tile", "theta_phi_simd_driver",
            "run_theta_phi"]
@@ -61,6 +62,26 @@ def _pow2(count, pow_table):
     c1 = min(5.0, max(-5.0, count))
     c2 = min(5.0, max(-5.0, count - c1))
     return pow_table[int(c1) + 5] * pow_table[int(c2) + 5]
+
+
+@njit(error_model="numpy", **serial_jit_kwargs())
+def _inv_theta_n(tr, ti, cnt):
+    """``1 / theta[N]`` from its mantissa ``tr + 1j ti`` and scale count ``cnt``.
+
+    The mantissa is first brought to ``>= 2**-SHIFT`` (exactly, by powers of two,
+    ``cnt`` following) so that ``|theta[N]|^2`` cannot underflow. Returns
+    ``(tr, ti, cnt, inv_re, inv_im, zero)``, ``zero`` for an exact zero (reported
+    by the callers): the inverse mantissa only; its scale goes into the exponent.
+    """
+    s = max(abs(tr), abs(ti))
+    zero = s == 0.0
+    while s < _SMALL and s > 0.0:
+        tr *= _BIG
+        ti *= _BIG
+        s *= _BIG
+        cnt -= 1.0
+    s = 1.0 / (tr * tr + ti * ti)
+    return tr, ti, cnt, tr * s, -ti * s, zero
 
 
 @njit(error_model="numpy", **serial_jit_kwargs())
@@ -157,24 +178,13 @@ def theta_phi_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2
             th_cnt[i + 1, j] = cnt[j]
     # backward: phi[i] for i = N - 1 .. 0, combined with theta on the fly
     for j in range(w):
-        # 1 / theta[N], mantissa only; its scale goes into the exponent. The
-        # mantissa is first brought to >= 2**-SHIFT (exactly, by powers of two)
-        # so that |theta[N]|^2 cannot underflow; an exact zero is reported.
-        tr = th_re[n, j]
-        ti = th_im[n, j]
-        s = max(abs(tr), abs(ti))
-        if s == 0.0:
+        tr, ti, tc, lane[8, j], lane[9, j], zero = _inv_theta_n(th_re[n, j], th_im[n, j],
+                                                                th_cnt[n, j])
+        if zero:
             bad[j] = n - 1
-        while s < _SMALL and s > 0.0:
-            tr *= _BIG
-            ti *= _BIG
-            s *= _BIG
-            th_cnt[n, j] -= 1.0
         th_re[n, j] = tr
         th_im[n, j] = ti
-        s = 1.0 / (tr * tr + ti * ti)
-        lane[8, j] = tr * s
-        lane[9, j] = -ti * s
+        th_cnt[n, j] = tc
     for j in range(w):
         pr[j] = 0.0
         pi[j] = 0.0
@@ -240,11 +250,9 @@ def theta_phi_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, til
     """
     batch, n = a.shape
     ntiles = (batch + tile - 1) // tile
-    per_chunk = (ntiles + chunks - 1) // chunks
     keep = theta_out.shape[1] > 0
     for c in prange(chunks):
-        t0 = c * per_chunk
-        t1 = min(ntiles, t0 + per_chunk)
+        t0, t1 = chunk_tiles(c, chunks, ntiles)
         if t0 >= t1:
             continue
         th_re = np.empty((n + 1, tile))
@@ -298,7 +306,7 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto)
     so the same bits.
 
     ``th`` : float64 scratch of at least ``3 W (N + 1)`` (theta mantissa and count,
-    position-major); ``lane`` : float64 scratch of at least ``4 W``.
+    position-major); ``lane`` : float64 scratch of at least ``3 W``.
     """
     W = len(proto)
     n = a.shape[1]
@@ -306,11 +314,7 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto)
         for j in range(W):
             first_bad_out[r0 + j] = 0
         return
-    for j in range(W):
-        lane[j] = z[r0 + j].real
-        lane[W + j] = z[r0 + j].imag
-    zr = vload(lane, 0, proto)
-    zi = vload(lane, W, proto)
+    zr, zi = z_lanes(z, r0, proto)
     zero = splat(0.0, proto)
     one = splat(1.0, proto)
     di0 = vsub(zero, zi)
@@ -367,24 +371,13 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto)
     vstore(lane, 0, bad)
     o = 3 * W * n
     for j in range(W):
-        tr = th[o + j]
-        ti = th[o + W + j]
-        s = max(abs(tr), abs(ti))
-        if s == 0.0:
+        th[o + j], th[o + W + j], th[o + 2 * W + j], lane[W + j], lane[2 * W + j], zero_det = \
+            _inv_theta_n(th[o + j], th[o + W + j], th[o + 2 * W + j])
+        if zero_det:
             lane[j] = n - 1
-        while s < _SMALL and s > 0.0:
-            tr *= _BIG
-            ti *= _BIG
-            s *= _BIG
-            th[o + 2 * W + j] -= 1.0
-        th[o + j] = tr
-        th[o + W + j] = ti
-        s = 1.0 / (tr * tr + ti * ti)
-        lane[2 * W + j] = tr * s
-        lane[3 * W + j] = -ti * s
     bad = vload(lane, 0, proto)
-    t8 = vload(lane, 2 * W, proto)
-    t9 = vload(lane, 3 * W, proto)
+    t8 = vload(lane, W, proto)
+    t9 = vload(lane, 2 * W, proto)
     tcnt = vload(th, o + 2 * W, proto)
     big = splat(_MAX, proto)
     # backward: phi[i] for i = N - 1 .. 0, combined with theta[i] on the fly
@@ -426,9 +419,7 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto)
         pos = splat(i, proto)
         bad = sel_le(vmax(vabs(gr), vabs(gi)), big, bad, vmin(bad, pos))
         put_c(out, r0, i, gr, gi)
-    vstore(lane, 0, bad)
-    for j in range(W):
-        first_bad_out[r0 + j] = np.int64(lane[j])
+    put_rows(first_bad_out, r0, bad)
 
 
 @njit(**parallel_jit_kwargs())
@@ -438,14 +429,12 @@ def theta_phi_simd_driver(a, k, z, out, first_bad, rtol2, chunks, pow_table, pro
     W = len(proto)
     batch, n = a.shape
     ntiles = batch // W
-    per_chunk = (ntiles + chunks - 1) // chunks
     for c in prange(chunks):
-        t0 = c * per_chunk
-        t1 = min(ntiles, t0 + per_chunk)
+        t0, t1 = chunk_tiles(c, chunks, ntiles)
         if t0 >= t1:
             continue
         th = np.empty(3 * W * (n + 1))
-        lane = np.empty(4 * W)
+        lane = np.empty(3 * W)
         for t in range(t0, t1):
             theta_phi_simd_tile(a, k, z, t * W, out, first_bad, rtol2, th, lane, proto)
     rest = batch - ntiles * W
@@ -483,8 +472,8 @@ def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=Fal
             and width >= 2 and batch >= width):
         rtol = options["pivot_rtol"]
         driver = pick_driver(theta_phi_simd_driver, _theta_phi_simd_driver_serial, batch * n)
-        driver(a, k, z, out, first_bad, rtol * rtol, min(batch // width, 4 * numba.get_num_threads()),
-               _POW, lanes(width))
+        chunks = min(batch // width, 4 * numba.get_num_threads())
+        driver(a, k, z, out, first_bad, rtol * rtol, chunks, _POW, lanes(width))
         return out, first_bad
     if batch > 0:
         if tile is None:
