@@ -7,7 +7,9 @@ warm-up (compile time excluded), over ``--rounds`` interleaved rounds. Same inpu
 ``a = -2 + U(-3, 3)``, ``k ~ U(0.5, 1.5)``, ``z = 1j``). A memory copy of the
 same size (read + write) in the same run gives the machine's limit: the
 kernels read ``a`` and ``k`` and write ``G``, 32 bytes per element (the copy
-runs on the same number of threads).
+runs on the same number of threads). The last rows time the public
+``bknumba.bk_core`` on the same inputs (validation, finiteness check, kernel,
+singular check) with a fresh result array and with ``out=``.
 
 Run:  python benchmarks/bench_cpu_kernels.py [--shape 4096 512] [--repeats 7]
 """
@@ -23,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
+import bknumba  # noqa: E402
 from bknumba._config import simd_width  # noqa: E402
 from bknumba.cpu import ratio, theta_phi  # noqa: E402
 from bknumba.cpu.simd import lanes  # noqa: E402
@@ -60,6 +63,7 @@ def main(argv=None):
     mask = rng.random((batch, n)) >= args.sparsity
     out = np.empty((batch, n), dtype=np.complex128)
     bad = np.empty(batch, dtype=np.int64)
+    fin = np.empty(batch)
     width = simd_width()
     proto = lanes(width)
     rtol2 = 1e-26
@@ -69,11 +73,11 @@ def main(argv=None):
     dst = np.empty_like(src)
     kernels = {
         "ratio SIMD": lambda: ratio.ratio_simd_driver(a, k, z, None, out, bad, rtol2, chunks,
-                                                      proto),
+                                                      proto, fin),
         "ratio scalar tiles": lambda: ratio.ratio_driver(a, k, z, None, None, out, bad, rtol2,
                                                          tile, chunks),
         "theta_phi SIMD": lambda: theta_phi.theta_phi_simd_driver(
-            a, k, z, out, bad, rtol2, chunks, theta_phi._POW, proto),
+            a, k, z, out, bad, rtol2, chunks, theta_phi._POW, proto, fin),
         "theta_phi scalar tiles": lambda: theta_phi.theta_phi_driver(
             a, k, z, None, None, out, bad, rtol2, tile, chunks, theta_phi._POW,
             np.empty((3, 0, n + 1)), np.empty((3, 0, n))),
@@ -81,6 +85,13 @@ def main(argv=None):
             a, k, z, mask, out, bad, rtol2, chunks, proto),
         f"local {args.sparsity:.0%} row kernel": lambda: ratio.local_driver(
             a, k, z, mask, out, bad, rtol2, chunks),
+        # the public call: validation (finiteness fused into the SIMD sweeps), the
+        # kernel, the singular check; a fresh result array, or out=
+        "bk_core ratio": lambda: bknumba.bk_core(a, k, 1.0, 1j),
+        "bk_core ratio, out=": lambda: bknumba.bk_core(a, k, 1.0, 1j, out=out),
+        "bk_core theta_phi": lambda: bknumba.bk_core(a, k, 1.0, 1j, method="theta_phi"),
+        "bk_core theta_phi, out=": lambda: bknumba.bk_core(a, k, 1.0, 1j, method="theta_phi",
+                                                           out=out),
     }
     print(f"# ({batch}, {n}), SIMD width {width}, numba threads "
           f"{numba.config.NUMBA_NUM_THREADS}, {os.cpu_count()} CPUs")

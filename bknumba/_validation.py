@@ -34,6 +34,10 @@ class Problem:
     ``(B, max(N - 1, 0))`` float64 or complex128, ``z`` is ``(B,)``
     complex128 and ``mask`` is ``(B, N)`` bool or None. ``squeeze`` tells
     whether the caller passed one row (``a`` of shape ``(N,)``).
+
+    ``deferred`` lists the finiteness checks that :func:`prepare` left to the
+    kernels (``defer_finite=True``): see :meth:`fin_buffer` and
+    :meth:`finish_checks`.
     """
 
     a: np.ndarray
@@ -41,6 +45,23 @@ class Problem:
     z: np.ndarray
     mask: np.ndarray | None
     squeeze: bool
+    deferred: tuple = ()
+
+    def fin_buffer(self) -> np.ndarray | None:
+        """Per-row finiteness flags for a kernel that checks its rows as it reads
+        them (0.0: the row of ``a`` and ``k`` is finite; NaN: not, or not
+        checked); None when no check is pending."""
+        return np.full(self.batch, np.nan) if self.deferred else None
+
+    def finish_checks(self, fin: np.ndarray | None) -> None:
+        """Run the deferred finiteness checks (``ValueError`` naming the array, row
+        and position), unless the kernel verified every row (``fin`` all 0)."""
+        if not self.deferred:
+            return
+        if fin is None or fin.sum() != 0.0:
+            for name, arr, batched in self.deferred:
+                _first_nonfinite(name, arr, batched)
+        self.deferred = ()
 
     @property
     def batch(self) -> int:
@@ -139,18 +160,54 @@ def _off_diagonal(name: str, value, batch: int, n: int, squeeze: bool) -> np.nda
     )
 
 
+def check_out(out, problem: Problem) -> np.ndarray | None:
+    """Validate a caller's ``out=`` array for ``G``; returns its ``(B, N)`` view.
+
+    ``out`` must be a writeable, C-contiguous complex128 NumPy array of the
+    shape of ``a`` that shares no memory with the inputs.
+    """
+    if out is None:
+        return None
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a NumPy array, got {type(out).__name__}")
+    shape = (problem.n,) if problem.squeeze else (problem.batch, problem.n)
+    if out.shape != shape:
+        raise ValueError(f"out has shape {out.shape}; expected {shape}, the shape of a")
+    if out.dtype != np.complex128:
+        raise TypeError(f"out must have dtype complex128, got {out.dtype}")
+    if not out.flags.c_contiguous:
+        raise ValueError("out must be C-contiguous")
+    if not out.flags.writeable:
+        raise ValueError("out is read-only")
+    inputs = [("a", problem.a), ("b * c", problem.k), ("z", problem.z), ("mask", problem.mask)]
+    inputs += [(name, arr) for name, arr, _ in problem.deferred]
+    for name, arr in inputs:
+        if arr is not None and np.may_share_memory(out, arr):
+            raise ValueError(f"out shares memory with the input {name}; pass a separate array")
+    return out.reshape(problem.batch, problem.n)
+
+
 def check_choice(name: str, value, choices) -> None:
     if value not in choices:
         raise ValueError(f"{name}={value!r} is not one of {', '.join(map(repr, choices))}")
 
 
 def prepare(a, b, c, z=1j, mask=None, *, check_finite: bool = True,
-            materialize: bool = True) -> Problem:
+            materialize: bool = True, defer_finite: bool = False) -> Problem:
     """Validate and normalise the inputs of the BK-Core functions.
 
     With ``materialize=False``, ``k = b * c`` given as a scalar or one row
     is returned as a read-only broadcast view (no ``(B, N - 1)`` array is
     built); the CPU kernels read it as it is.
+
+    With ``defer_finite=True`` (and ``check_finite``) the finiteness of the
+    arrays ``a``, ``b`` and ``c`` is not checked here but recorded in
+    ``Problem.deferred``: the caller must call :meth:`Problem.finish_checks`
+    after the kernel, before using its result. A kernel that reads every entry
+    of ``a`` and ``k`` can verify them on the way (``x - x`` is 0 only for a
+    finite ``x``; a non-finite ``b`` or ``c`` makes ``k = b * c`` non-finite),
+    which saves a pass over the inputs; the full check runs only if it did not.
+    Scalars and ``z`` are checked at once.
 
     Raises
     ------
@@ -181,10 +238,13 @@ def prepare(a, b, c, z=1j, mask=None, *, check_finite: bool = True,
             + ("" if squeeze else f" or one value per row, shape ({batch},)")
         )
 
+    deferred = []
     if check_finite:
-        _first_nonfinite("a", a_arr, not squeeze)
-        for name, arr in (("b", b2), ("c", c2)):
-            _first_nonfinite(name, arr, not squeeze)
+        for name, arr in (("a", a_arr), ("b", b2), ("c", c2)):
+            if defer_finite and arr.ndim > 0:
+                deferred.append((name, arr, not squeeze))
+            else:
+                _first_nonfinite(name, arr, not squeeze)
         _first_nonfinite("z", z_arr, not squeeze)
 
     a_out = _to_float(a2)
@@ -220,4 +280,5 @@ def prepare(a, b, c, z=1j, mask=None, *, check_finite: bool = True,
                     f"{idx[0]}, position {idx[1]}"
                 )
         mask_out = np.ascontiguousarray(m_arr, dtype=np.bool_)
-    return Problem(a=a_out, k=k_out, z=z1, mask=mask_out, squeeze=squeeze)
+    return Problem(a=a_out, k=k_out, z=z1, mask=mask_out, squeeze=squeeze,
+                   deferred=tuple(deferred))

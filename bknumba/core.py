@@ -18,6 +18,7 @@ from ._validation import (
     SEMANTICS_METHODS,
     Problem,
     check_choice,
+    check_out,
     prepare,
 )
 from .errors import SingularResolventError
@@ -65,18 +66,26 @@ def _report_singular(first_bad: np.ndarray, n: int, g: np.ndarray, on_singular: 
     )
 
 
-def _run_cpu(problem: Problem, method: str, rec_mask, combine_mask):
+def _run_cpu(problem: Problem, method: str, rec_mask, combine_mask, out=None):
+    """Full kernels (and "exact"); runs the finiteness checks that ``prepare``
+    deferred, unless the kernels verified the rows while reading them."""
+    fin = problem.fin_buffer()
     if method == "ratio":
         from .cpu.ratio import run_ratio
 
-        return run_ratio(problem.a, problem.k, problem.z, rec_mask, combine_mask)
-    from .cpu.theta_phi import run_theta_phi
+        res = run_ratio(problem.a, problem.k, problem.z, rec_mask, combine_mask, fin=fin,
+                        out=out)
+    else:
+        from .cpu.theta_phi import run_theta_phi
 
-    return run_theta_phi(problem.a, problem.k, problem.z, rec_mask, combine_mask)
+        res = run_theta_phi(problem.a, problem.k, problem.z, rec_mask, combine_mask, fin=fin,
+                            out=out)
+    problem.finish_checks(fin)
+    return res
 
 
 def bk_core(a, b, c, z=1j, *, method="ratio", device="cpu", check_finite=True,
-            on_singular="raise"):
+            on_singular="raise", out=None):
     """Diagonal of the resolvent ``G = (T - zI)^-1`` of tridiagonal matrices.
 
     ``G[..., i] = ((T - z I)^-1)[i, i]`` for ``T`` with main diagonal ``a``,
@@ -103,10 +112,15 @@ def bk_core(a, b, c, z=1j, *, method="ratio", device="cpu", check_finite=True,
         A (near-)zero pivot raises :class:`~bknumba.SingularResolventError`
         naming the batch row and position, or with ``"nan"`` sets only the
         affected rows to NaN.
+    out : ndarray, optional
+        Where to write ``G`` (CPU only): complex128, C-contiguous, writeable,
+        the shape of ``a``, sharing no memory with the inputs; it is returned.
+        Saves allocating (and, for large results, page-faulting) a new array
+        in repeated calls. If the call raises, its contents are unspecified.
 
     Returns
     -------
-    G : ndarray, complex128, shape of ``a``
+    G : ndarray, complex128, shape of ``a`` (``out`` if given)
 
     Raises
     ------
@@ -129,6 +143,7 @@ def bk_core(a, b, c, z=1j, *, method="ratio", device="cpu", check_finite=True,
     check_choice("method", method, METHODS)
     check_choice("device", device, DEVICES)
     check_choice("on_singular", on_singular, ON_SINGULAR)
+    _out_cpu_only(out, device, a, b, c, z)
     if _any_dask(a, b, c, z):
         from ._dask import bk_core_dask
 
@@ -139,14 +154,16 @@ def bk_core(a, b, c, z=1j, *, method="ratio", device="cpu", check_finite=True,
 
         return bk_core_cuda(a, b, c, z, method=method, check_finite=check_finite,
                             on_singular=on_singular)
-    problem = prepare(a, b, c, z, check_finite=check_finite, materialize=False)
-    g, first_bad = _run_cpu(problem, method, None, None)
+    problem = prepare(a, b, c, z, check_finite=check_finite, materialize=False,
+                      defer_finite=True)
+    out2 = check_out(out, problem)
+    g, first_bad = _run_cpu(problem, method, None, None, out2)
     g = _report_singular(first_bad, problem.n, g, on_singular, method)
-    return problem.restore(g)
+    return out if out is not None else problem.restore(g)
 
 
 def sparse_bk_core(a, b, c, mask, z=1j, *, semantics="local", method=None, device="cpu",
-                   check_finite=True, on_singular="raise"):
+                   check_finite=True, on_singular="raise", out=None):
     """Resolvent diagonal at the positions a mask selects (sparse BK-Core).
 
     ``G`` is produced only where ``mask`` is 1 (True); masked positions are
@@ -175,7 +192,7 @@ def sparse_bk_core(a, b, c, mask, z=1j, *, semantics="local", method=None, devic
     method : {"ratio", "theta_phi"} or None
         None picks the semantics' own method (``seed``: theta_phi;
         ``local`` and ``exact``: ratio).
-    device, check_finite, on_singular : as in :func:`bk_core`
+    device, check_finite, on_singular, out : as in :func:`bk_core`
 
     Returns
     -------
@@ -202,6 +219,7 @@ def sparse_bk_core(a, b, c, mask, z=1j, *, semantics="local", method=None, devic
         )
     check_choice("device", device, DEVICES)
     check_choice("on_singular", on_singular, ON_SINGULAR)
+    _out_cpu_only(out, device, a, b, c, z, mask)
     if _any_dask(a, b, c, z, mask):
         from ._dask import sparse_bk_core_dask
 
@@ -215,29 +233,35 @@ def sparse_bk_core(a, b, c, mask, z=1j, *, semantics="local", method=None, devic
                                    check_finite=check_finite, on_singular=on_singular)
     if mask is None:
         raise ValueError("mask is required; use bk_core for the full computation")
-    problem = prepare(a, b, c, z, mask, check_finite=check_finite, materialize=False)
+    problem = prepare(a, b, c, z, mask, check_finite=check_finite, materialize=False,
+                      defer_finite=True)
+    out2 = check_out(out, problem)
     rec_mask = None if semantics == "exact" else problem.mask
-    g, first_bad = _run_sparse_cpu(problem, method, rec_mask, problem.mask)
+    g, first_bad = _run_sparse_cpu(problem, method, rec_mask, problem.mask, out2)
     g = _report_singular(first_bad, problem.n, g, on_singular, method)
-    return problem.restore(g)
+    return out if out is not None else problem.restore(g)
 
 
-def _run_sparse_cpu(problem: Problem, method, rec_mask, combine_mask):
+def _out_cpu_only(out, device, *inputs) -> None:
+    if out is not None and (device != "cpu" or _any_dask(*inputs)):
+        raise ValueError("out= is supported for device='cpu' with NumPy inputs only")
+
+
+def _run_sparse_cpu(problem: Problem, method, rec_mask, combine_mask, out=None):
     """Sparse kernels: masked positions skip their coupling work and combine.
 
     "local" (ratio, ``rec_mask`` set) visits computed positions only
     (:func:`bknumba.cpu.ratio.run_local`); "exact" and "seed" run the tiled
     kernels, which skip the masked work per element with a branch.
     """
-    if method == "ratio":
-        from .cpu.ratio import run_local, run_ratio
+    if method == "ratio" and rec_mask is not None:
+        from .cpu.ratio import run_local
 
-        if rec_mask is not None:
-            return run_local(problem.a, problem.k, problem.z, rec_mask)
-        return run_ratio(problem.a, problem.k, problem.z, rec_mask, combine_mask)
-    from .cpu.theta_phi import run_theta_phi
-
-    return run_theta_phi(problem.a, problem.k, problem.z, rec_mask, combine_mask)
+        problem.finish_checks(None)
+        return run_local(problem.a, problem.k, problem.z, rec_mask, out=out)
+    if rec_mask is not None:
+        problem.finish_checks(None)
+    return _run_cpu(problem, method, rec_mask, combine_mask, out)
 
 
 @dataclass(frozen=True)

@@ -357,6 +357,117 @@ def test_nonfinite_errors():
     assert np.all(np.isfinite(g[0])) and np.all(np.isnan(g[1]))
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("batch", [1, 13, 64])
+def test_nonfinite_found_with_the_check_fused_into_the_kernels(method, batch, monkeypatch):
+    """With SIMD tiles the kernels verify finiteness while they read (no separate
+    pass): for finite input the full check does not run; for a NaN or an infinity
+    in a, b or c (any row, in a tile or in the remainder rows) it runs and names
+    the array, row and position, as before."""
+    from bknumba import _validation
+
+    calls = []
+    real = _validation._first_nonfinite
+
+    def spy(name, arr, batched):
+        calls.append(name)
+        return real(name, arr, batched)
+
+    monkeypatch.setattr(_validation, "_first_nonfinite", spy)
+    rng = np.random.default_rng(batch)
+    a = -2 + rng.uniform(-3, 3, (batch, 40))
+    b = rng.uniform(0.5, 1.5, (batch, 39))
+    c = rng.uniform(0.5, 1.5, (batch, 39))
+    g = bknumba.bk_core(a, b, c, method=method)
+    fused = batch >= bknumba._config.simd_width() >= 2
+    assert calls == (["z"] if fused else ["z", "a", "b", "c"])
+    assert np.array_equal(g, bknumba.bk_core(a, b, c, method=method, check_finite=False))
+    for name, arr in (("a", a), ("b", b), ("c", c)):
+        for value in (np.nan, np.inf):
+            x = arr.copy()
+            row, pos = batch - 1, arr.shape[1] - 1
+            x[row, pos] = value
+            args = {"a": a, "b": b, "c": c, name: x}
+            with pytest.raises(ValueError, match=f"{name} contains a non-finite value .* at "
+                                                 f"row {row}, position {pos}"):
+                bknumba.bk_core(args["a"], args["b"], args["c"], method=method)
+            ok = bknumba.bk_core(args["a"], args["b"], args["c"], method=method,
+                                 check_finite=False, on_singular="nan")
+            assert np.array_equal(ok[:-1], g[:-1])
+    # a finite b * c that overflows is not an input error
+    big = b.copy()
+    big[0, 3] = 1e300
+    cc = c.copy()
+    cc[0, 3] = 1e300
+    with np.errstate(over="ignore"):
+        g2 = bknumba.bk_core(a, big, cc, method=method, on_singular="nan")
+    assert np.array_equal(g2[1:], g[1:])
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_out_argument(method, rng):
+    """``out=``: G written into the caller's array (returned as is), bit for bit
+    the result without it, for the full methods and every sparse semantics, one
+    row or a batch; singular rows marked NaN there with on_singular='nan'."""
+    a = -2 + rng.uniform(-3, 3, (13, 30))
+    b = rng.uniform(0.5, 1.5, (13, 29))
+    out = np.full((13, 30), 5.0 + 5j)
+    assert bknumba.bk_core(a, b, 1.0, method=method, out=out) is out
+    assert np.array_equal(out, bknumba.bk_core(a, b, 1.0, method=method))
+    one = np.full(30, 5.0 + 5j)
+    assert bknumba.bk_core(a[3], b[3], 1.0, method=method, out=one) is one
+    assert np.array_equal(one, out[3])
+    mask = rng.random((13, 30)) < 0.5
+    for semantics, m in SPARSE_COMBOS:
+        if m != method:
+            continue
+        out.fill(5.0 + 5j)
+        got = bknumba.sparse_bk_core(a, b, 1.0, mask, semantics=semantics, out=out)
+        assert got is out
+        assert np.array_equal(out, bknumba.sparse_bk_core(a, b, 1.0, mask, semantics=semantics))
+    sing = a.copy()
+    sing[2] = 0.0
+    sing[2, 0] = 1e-300  # a (near-)zero first pivot with z = 0
+    z = np.full(13, 0.5j)
+    z[2] = 0.0
+    out.fill(5.0 + 5j)
+    bknumba.bk_core(sing, 0.0, 0.0, z, method=method, on_singular="nan", out=out)
+    assert np.all(np.isnan(out[2])) and np.all(np.isfinite(np.delete(out, 2, axis=0)))
+
+
+def test_out_argument_errors(rng):
+    a = -2 + rng.uniform(-3, 3, (4, 6))
+    b = np.ones((4, 5))
+    ac = a.astype(np.complex128)
+    cases = [
+        (np.empty((4, 5), complex), ValueError, r"out has shape \(4, 5\); expected \(4, 6\)"),
+        (np.empty((4, 6)), TypeError, "out must have dtype complex128, got float64"),
+        (np.empty((6, 4), complex).T, ValueError, "out must be C-contiguous"),
+        ([[0j] * 6] * 4, TypeError, "out must be a NumPy array, got list"),
+    ]
+    for out, exc, match in cases:
+        with pytest.raises(exc, match=match):
+            bknumba.bk_core(a, b, 1.0, out=out)
+    ro = np.empty((4, 6), complex)
+    ro.flags.writeable = False
+    with pytest.raises(ValueError, match="out is read-only"):
+        bknumba.bk_core(a, b, 1.0, out=ro)
+    before = ac.copy()
+    with pytest.raises(ValueError, match="out shares memory with the input a"):
+        bknumba.bk_core(ac, b, 1.0, out=ac)
+    assert np.array_equal(ac, before)
+    out = np.zeros((4, 6), complex)
+    with pytest.raises(ValueError, match=r"out shares memory with the input b \* c"):
+        bknumba.bk_core(a, out.view(np.float64).ravel()[:5], 1.0, out=out)  # k is a view of b
+    with pytest.raises(ValueError, match="out shares memory with the input b"):
+        bknumba.bk_core(a, out.real[:, :5], 2.0, out=out)  # k = 2 b, a new array
+    out[:] = 1j  # z may live in out: it is copied before G is written
+    assert bknumba.bk_core(a, b, 1.0, out[:, 0], out=out) is out
+    assert np.array_equal(out, bknumba.bk_core(a, b, 1.0, 1j))
+    with pytest.raises(ValueError, match="out= is supported for device='cpu'"):
+        bknumba.bk_core(a, b, 1.0, device="cuda", out=np.empty((4, 6), complex))
+
+
 def test_option_errors():
     a = np.zeros(4)
     with pytest.raises(ValueError, match="method='lu' is not one of"):

@@ -22,18 +22,19 @@ WIDTHS = (2, 4, 8, 16)
 METHODS = ("ratio", "theta_phi")
 
 
-def _simd(a, k, z, width, parallel=False, method="ratio"):
+def _simd(a, k, z, width, parallel=False, method="ratio", with_fin=False):
     batch, n = a.shape
     out = np.full((batch, n), np.nan + 0j)
     first_bad = np.full(batch, -7, dtype=np.int64)
+    fin = np.full(batch, 7.0)
     if method == "ratio":
         driver = ratio.ratio_simd_driver if parallel else ratio._ratio_simd_driver_serial
-        driver(a, k, z, None, out, first_bad, 1e-26, 3, lanes(width))
+        driver(a, k, z, None, out, first_bad, 1e-26, 3, lanes(width), fin)
     else:
         driver = (theta_phi.theta_phi_simd_driver if parallel
                   else theta_phi._theta_phi_simd_driver_serial)
-        driver(a, k, z, out, first_bad, 1e-26, 3, theta_phi._POW, lanes(width))
-    return out, first_bad
+        driver(a, k, z, out, first_bad, 1e-26, 3, theta_phi._POW, lanes(width), fin)
+    return (out, first_bad, fin) if with_fin else (out, first_bad)
 
 
 def _scalar(a, k, z, method="ratio"):
@@ -222,6 +223,43 @@ def test_simd_exact_semantics_equals_scalar_tiles(batch, n, cplx, width, density
     g0, bad0 = ratio.run_ratio(a, k, z, None, mask, tile=3)
     out = np.full((batch, n), np.nan + 0j)
     bad = np.full(batch, -7, dtype=np.int64)
-    ratio._ratio_simd_driver_serial(a, k, z, mask, out, bad, 1e-26, 2, lanes(width))
+    ratio._ratio_simd_driver_serial(a, k, z, mask, out, bad, 1e-26, 2, lanes(width),
+                                    np.empty(batch))
     assert _same_bits(out, g0) and np.array_equal(bad, bad0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(batch=st.integers(1, 19), n=st.integers(0, 30), cplx_a=st.booleans(),
+       cplx_k=st.booleans(), width=st.sampled_from(WIDTHS), method=st.sampled_from(METHODS),
+       where=st.sampled_from(["none", "a", "k"]), imag=st.booleans(),
+       value=st.sampled_from([np.nan, np.inf, -np.inf]), data=st.data())
+def test_simd_fused_finiteness_flags(batch, n, cplx_a, cplx_k, width, method, where, imag,
+                                     value, data):
+    """The finiteness check fused into the SIMD sweeps (``fin``): 0.0 for every
+    row whose ``a`` and ``k`` are finite, NaN exactly for the row holding a NaN or
+    an infinity, at any position (first and last included), in the real or the
+    imaginary part, in a SIMD tile or in the remainder rows; the results of the
+    finite rows are unchanged (the scalar tiles' bits)."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    a, k, z = _problem(rng, batch, n, cplx_a, cplx_k)
+    arr = {"a": a, "k": k}.get(where)
+    bad_row = None
+    if arr is not None and arr.shape[1] > 0:
+        bad_row = data.draw(st.integers(0, batch - 1))
+        pos = data.draw(st.integers(0, arr.shape[1] - 1))
+        if imag and arr.dtype.kind == "c":
+            arr[bad_row, pos] = arr[bad_row, pos].real + 1j * value
+        else:
+            arr[bad_row, pos] = value
+    g, first_bad, fin = _simd(a, k, z, width, method=method, with_fin=True,
+                              parallel=data.draw(st.booleans()))
+    expect = np.zeros(batch)
+    if bad_row is not None:
+        expect[bad_row] = np.nan
+    assert np.array_equal(fin, expect, equal_nan=True)
+    g0, bad0 = _scalar(a, k, z, method)
+    ok = np.ones(batch, dtype=bool)
+    if bad_row is not None:
+        ok[bad_row] = False
+    assert _same_bits(g[ok], g0[ok]) and np.array_equal(first_bad[ok], bad0[ok])
 

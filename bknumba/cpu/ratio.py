@@ -32,9 +32,9 @@ from numba import njit, prange
 from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin,
                        simd_width)
 from ._chunks import chunk_tiles
-from .simd import (couple, diag, first_bad, flag_col, lanes, put_c, put_c_at, put_rows, sel_eq,
-                   sel_gt, sel_lt, splat, vadd, vdiv, vload, vmax, vmin, vmul, vneg, vstore, vsub,
-                   z_lanes)
+from .simd import (couple, diag, fin_acc, first_bad, flag_col, lanes, put_c, put_c_at, put_rows,
+                   sel_eq, sel_gt, sel_lt, splat, vadd, vdiv, vload, vmax, vmin, vmul, vneg, vstore,
+                   vsub, z_lanes)
 
 __all__ = ["ratio_driver", "ratio_tile", "ratio_simd_tile", "ratio_simd_driver", "TINY"]
 
@@ -191,7 +191,7 @@ def ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, tile, c
 
 
 @njit(error_model="numpy", **serial_jit_kwargs())
-def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_mask):
+def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_mask, fin_out):
     """:func:`ratio_tile` without a recursion mask on rows ``r0 .. r0 + W - 1``,
     ``W = len(proto)``, with the rows in the lanes of vector registers
     (:mod:`bknumba.cpu.simd`). The same operations in the same order as
@@ -203,12 +203,15 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     so masked positions save no arithmetic here.
 
     ``sl`` : float64 scratch of at least ``2 W N`` (the left pivots, position-major).
+    ``fin_out[r0 + j]`` : 0.0 if row ``r0 + j`` of ``a`` and ``k`` is finite, else NaN
+    (:func:`~bknumba.cpu.simd.fin_acc`, accumulated in the forward sweep).
     """
     W = len(proto)
     n = a.shape[1]
     if n == 0:
         for j in range(W):
             first_bad_out[r0 + j] = 0
+            fin_out[r0 + j] = 0.0
         return
     zr, zi = z_lanes(z, r0, proto)
     zero = splat(0.0, proto)
@@ -218,6 +221,7 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     bad = splat(n, proto)
     # forward sweep: left pivots L[i] into sl (position-major)
     dr, di = diag(a, r0, 0, zr, zi, di0)
+    fin = fin_acc(zero, a, r0, 0)
     lr = dr
     li = di
     bad = first_bad(vadd(vmul(dr, dr), vmul(di, di)), splat(-1.0, proto), splat(0.0, proto), bad)
@@ -225,6 +229,7 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     vstore(sl, W, li)
     for i in range(1, n):
         dr, di = diag(a, r0, i, zr, zi, di0)
+        fin = fin_acc(fin_acc(fin, a, r0, i), k, r0, i - 1)
         s = vdiv(one, vadd(vmul(lr, lr), vmul(li, li)))
         qr, qi = couple(k, r0, i - 1, vmul(lr, s), vmul(vneg(li), s))
         lr = vsub(dr, qr)
@@ -271,12 +276,31 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
             bad = nb
         put_c(out, r0, i, gr, gi)
     put_rows(first_bad_out, r0, bad)
+    put_rows(fin_out, r0, fin)
+
+
+@njit(error_model="numpy", **serial_jit_kwargs())
+def fin_rows(a, k, r0, fin_out):
+    """``fin_out[r] = 0.0`` if row ``r`` (``r >= r0``) of ``a`` and ``k`` is finite,
+    else NaN: the SIMD tiles' fused check for the rows they leave to a scalar tile."""
+    for r in range(r0, a.shape[0]):
+        acc = 0.0
+        for i in range(a.shape[1]):
+            x = a[r, i]
+            acc += x.real - x.real
+            acc += x.imag - x.imag
+        for i in range(k.shape[1]):
+            x = k[r, i]
+            acc += x.real - x.real
+            acc += x.imag - x.imag
+        fin_out[r] = acc
 
 
 @njit(**parallel_jit_kwargs())
-def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, proto):
+def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, proto, fin):
     """``prange`` over chunks of ``W``-row SIMD tiles (:func:`ratio_simd_tile`); the
-    last ``B mod W`` rows go through the scalar :func:`ratio_tile`."""
+    last ``B mod W`` rows go through the scalar :func:`ratio_tile`. ``fin`` (``(B,)``
+    float64) receives the rows' finiteness (0.0 finite, NaN not)."""
     W = len(proto)
     batch, n = a.shape
     ntiles = batch // W
@@ -286,7 +310,7 @@ def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, prot
             continue
         sl = np.empty(2 * W * max(n, 1))
         for t in range(t0, t1):
-            ratio_simd_tile(a, k, z, t * W, out, first_bad, rtol2, sl, proto, combine_mask)
+            ratio_simd_tile(a, k, z, t * W, out, first_bad, rtol2, sl, proto, combine_mask, fin)
     rest = batch - ntiles * W
     if rest > 0:
         left_re = np.empty((n, rest))
@@ -294,18 +318,25 @@ def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, prot
         lane8 = np.empty((8, rest))
         ratio_tile(a, k, z, ntiles * W, rest, None, combine_mask, out, first_bad, rtol2,
                    left_re, left_im, lane8)
+        fin_rows(a, k, ntiles * W, fin)
 
 
-def run_ratio(a, k, z, rec_mask=None, combine_mask=None, tile=None):
+def run_ratio(a, k, z, rec_mask=None, combine_mask=None, tile=None, fin=None, out=None):
     """Run the ratio kernels; returns ``(G, first_bad)``.
 
     Without a recursion mask (the full problem and the "exact" semantics) the
     SIMD tiles run (:func:`ratio_simd_tile`) when ``BKNUMBA_SIMD`` allows (see
     :mod:`bknumba._config`) and ``tile`` is not given; a recursion mask and
     ``tile=...`` run the scalar tiles.
+
+    ``fin`` : optional float64 ``(B,)``. When the SIMD tiles run they write each
+    row's input finiteness there (0.0: every entry of the row of ``a`` and ``k``
+    finite, NaN: not); on the other paths it is left as it was.
+    ``out`` : optional C-contiguous complex128 ``(B, N)`` for ``G`` (else a new array).
     """
     batch, n = a.shape
-    out = np.empty((batch, n), dtype=np.complex128)
+    if out is None:
+        out = np.empty((batch, n), dtype=np.complex128)
     first_bad = np.empty(batch, dtype=np.int64)
     if batch == 0:
         return out, first_bad
@@ -314,7 +345,9 @@ def run_ratio(a, k, z, rec_mask=None, combine_mask=None, tile=None):
         chunks = min(batch // width, 4 * numba.get_num_threads())
         rtol = options["pivot_rtol"]
         driver = pick_driver(ratio_simd_driver, _ratio_simd_driver_serial, batch * n)
-        driver(a, k, z, combine_mask, out, first_bad, rtol * rtol, chunks, lanes(width))
+        if fin is None:
+            fin = np.empty(batch)
+        driver(a, k, z, combine_mask, out, first_bad, rtol * rtol, chunks, lanes(width), fin)
         return out, first_bad
     if tile is None:
         tile = options["tile"]
@@ -581,12 +614,13 @@ def local_driver(a, k, z, mask, out, first_bad, rtol2, chunks):
             local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, left_im)
 
 
-def run_local(a, k, z, mask, simd=True):
+def run_local(a, k, z, mask, simd=True, out=None):
     """Sparse "local" semantics (ratio form); returns ``(G, first_bad)``: on the SIMD
     tiles (:func:`local_simd_tile`) when ``BKNUMBA_SIMD`` allows and ``simd``, else
-    row by row (:func:`local_row`)."""
+    row by row (:func:`local_row`). ``out`` as in :func:`run_ratio`."""
     batch, n = a.shape
-    out = np.empty((batch, n), dtype=np.complex128)
+    if out is None:
+        out = np.empty((batch, n), dtype=np.complex128)
     first_bad = np.empty(batch, dtype=np.int64)
     if batch == 0:
         return out, first_bad

@@ -37,8 +37,8 @@ from numba.extending import intrinsic, register_model
 
 __all__ = ["F64x", "lanes", "vadd", "vsub", "vmul", "vdiv", "vneg", "vabs", "vmax", "vmin",
            "splat", "sel_lt", "sel_le", "sel_gt", "sel_eq", "vpow2", "first_bad", "diag",
-           "couple", "put_c", "put_c_at", "flag_col", "z_lanes", "put_rows", "vload", "vstore",
-           "host_width"]
+           "couple", "fin_acc", "put_c", "put_c_at", "flag_col", "z_lanes", "put_rows", "vload",
+           "vstore", "host_width"]
 
 _D = ir.DoubleType()
 _I32 = ir.IntType(32)
@@ -253,6 +253,28 @@ def couple(typingctx, k, r0, i, ir_, ii):
     return pair(k, r0, i, ir_, ii), codegen
 
 
+@intrinsic
+def fin_acc(typingctx, acc, arr, r0, i):
+    """``acc + (x - x)`` over the column ``x = arr[r0 + j, i]`` (real and imaginary
+    parts): ``x - x`` is exactly 0 for a finite ``x`` and NaN for an infinity or a
+    NaN, so the sum stays 0 while the rows are finite and never overflows
+    (the input finiteness check fused into a sweep; ``i`` as in :func:`diag`)."""
+    if not (_is_f64_2d(arr) and isinstance(acc, F64x) and _is_pos(i, acc)):
+        return None
+    W = acc.W
+
+    def codegen(context, builder, sig, args):
+        ptrs = _column_ptrs(context, builder, sig.args[1], args[1], sig.args[2], args[2],
+                            sig.args[3], args[3], W)
+        out = args[0]
+        for part in _column(context, builder, sig.args[1], ptrs, W):
+            if part is not None:
+                out = builder.fadd(out, builder.fsub(part, part))
+        return out
+
+    return acc(acc, arr, r0, i), codegen
+
+
 def _store_c(context, builder, p, re, im, j):
     c = ir.Constant(context.get_value_type(types.complex128), ir.Undefined)
     c = builder.insert_value(c, _lane(builder, re, j), 0)
@@ -306,11 +328,12 @@ def z_lanes(typingctx, z, r0, proto):
 
 @intrinsic
 def put_rows(typingctx, arr, r0, v):
-    """``arr[r0 + j] = int(v[j])`` (int64 1-D ``arr``; ``v`` integer-valued lanes)."""
-    if not (isinstance(arr, types.Array) and arr.ndim == 1 and arr.dtype == types.int64
-            and isinstance(v, F64x)):
+    """``arr[r0 + j] = v[j]`` (1-D ``arr``: int64, ``v`` integer-valued, or float64)."""
+    if not (isinstance(arr, types.Array) and arr.ndim == 1
+            and arr.dtype in (types.int64, types.float64) and isinstance(v, F64x)):
         return None
     W = v.W
+    as_int = arr.dtype == types.int64
 
     def codegen(context, builder, sig, args):
         aty = sig.args[0]
@@ -318,7 +341,8 @@ def put_rows(typingctx, arr, r0, v):
         r0 = context.cast(builder, args[1], sig.args[1], types.intp)
         for j in range(W):
             p = _item_ptr(context, builder, aty, ary, [builder.add(r0, ir.Constant(r0.type, j))])
-            builder.store(builder.fptosi(_lane(builder, args[2], j), ir.IntType(64)), p)
+            x = _lane(builder, args[2], j)
+            builder.store(builder.fptosi(x, ir.IntType(64)) if as_int else x, p)
         return context.get_dummy_value()
 
     return types.none(arr, r0, v), codegen

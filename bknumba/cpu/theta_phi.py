@@ -28,8 +28,9 @@ from numba import njit, prange
 from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin,
                        simd_width)
 from ._chunks import chunk_tiles
-from .simd import (couple, diag, lanes, put_c, put_rows, sel_gt, sel_le, sel_lt, splat, vabs, vadd,
-                   vload, vmax, vmin, vmul, vpow2, vstore, vsub, z_lanes)
+from .ratio import fin_rows
+from .simd import (couple, diag, fin_acc, lanes, put_c, put_rows, sel_gt, sel_le, sel_lt, splat,
+                   vabs, vadd, vload, vmax, vmin, vmul, vpow2, vstore, vsub, z_lanes)
 
 __all__ = ["SHIFT", "theta_phi_driver", "theta_phi_simd_tile", "theta_phi_simd_driver",
            "run_theta_phi"]
@@ -299,7 +300,7 @@ def _vmag(nr, ni, cr, ci):
 
 
 @njit(error_model="numpy", **serial_jit_kwargs())
-def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto):
+def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto, fin_out):
     """:func:`theta_phi_tile` for the full problem (no masks, ``G`` only) on rows
     ``r0 .. r0 + W - 1``, ``W = len(proto)``, the rows in the lanes of vector
     registers (:mod:`bknumba.cpu.simd`): the same operations in the same order,
@@ -307,12 +308,14 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto)
 
     ``th`` : float64 scratch of at least ``3 W (N + 1)`` (theta mantissa and count,
     position-major); ``lane`` : float64 scratch of at least ``3 W``.
+    ``fin_out`` : the rows' input finiteness, as in :func:`~bknumba.cpu.ratio.ratio_simd_tile`.
     """
     W = len(proto)
     n = a.shape[1]
     if n == 0:
         for j in range(W):
             first_bad_out[r0 + j] = 0
+            fin_out[r0 + j] = 0.0
         return
     zr, zi = z_lanes(z, r0, proto)
     zero = splat(0.0, proto)
@@ -328,6 +331,7 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto)
     pr = one
     pi = zero
     cr, ci = diag(a, r0, 0, zr, zi, di0)
+    fin = fin_acc(zero, a, r0, 0)
     cnt = zero
     vstore(th, 3 * W, cr)
     vstore(th, 4 * W, ci)
@@ -337,6 +341,7 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto)
     # forward: theta[i + 1] for i = 1 .. N - 1
     for i in range(1, n):
         dr, di = diag(a, r0, i, zr, zi, di0)
+        fin = fin_acc(fin_acc(fin, a, r0, i), k, r0, i - 1)
         ur = vsub(vmul(dr, cr), vmul(di, ci))
         ui = vadd(vmul(dr, ci), vmul(di, cr))
         vr, vi = couple(k, r0, i - 1, pr, pi)
@@ -420,10 +425,11 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto)
         bad = sel_le(vmax(vabs(gr), vabs(gi)), big, bad, vmin(bad, pos))
         put_c(out, r0, i, gr, gi)
     put_rows(first_bad_out, r0, bad)
+    put_rows(fin_out, r0, fin)
 
 
 @njit(**parallel_jit_kwargs())
-def theta_phi_simd_driver(a, k, z, out, first_bad, rtol2, chunks, pow_table, proto):
+def theta_phi_simd_driver(a, k, z, out, first_bad, rtol2, chunks, pow_table, proto, fin):
     """``prange`` over chunks of ``W``-row SIMD tiles (:func:`theta_phi_simd_tile`);
     the last ``B mod W`` rows go through the scalar :func:`theta_phi_tile`."""
     W = len(proto)
@@ -436,7 +442,7 @@ def theta_phi_simd_driver(a, k, z, out, first_bad, rtol2, chunks, pow_table, pro
         th = np.empty(3 * W * (n + 1))
         lane = np.empty(3 * W)
         for t in range(t0, t1):
-            theta_phi_simd_tile(a, k, z, t * W, out, first_bad, rtol2, th, lane, proto)
+            theta_phi_simd_tile(a, k, z, t * W, out, first_bad, rtol2, th, lane, proto, fin)
     rest = batch - ntiles * W
     if rest > 0:
         th_re = np.empty((n + 1, rest))
@@ -446,6 +452,7 @@ def theta_phi_simd_driver(a, k, z, out, first_bad, rtol2, chunks, pow_table, pro
         nophi = np.empty((0, rest))
         theta_phi_tile(a, k, z, ntiles * W, rest, None, None, out, first_bad, rtol2,
                        th_re, th_im, th_cnt, lane10, pow_table, nophi, nophi, nophi)
+        fin_rows(a, k, ntiles * W, fin)
 
 
 def _chunks(batch, tile):
@@ -453,7 +460,8 @@ def _chunks(batch, tile):
     return min(ntiles, 4 * numba.get_num_threads())
 
 
-def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=False):
+def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=False, fin=None,
+                  out=None):
     """Run the scaled theta/phi kernels.
 
     Returns ``(G, first_bad)``, or with ``keep=True``
@@ -461,9 +469,13 @@ def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=Fal
     ``(3, B, N + 1)`` and ``(3, B, N)`` float64 arrays: mantissa real part,
     mantissa imaginary part and scale count (the value is
     ``(re + 1j * im) * 2**(SHIFT * count)``).
+
+    ``fin`` : optional float64 ``(B,)``, written by the SIMD tiles as in
+    :func:`~bknumba.cpu.ratio.run_ratio`; ``out`` as there.
     """
     batch, n = a.shape
-    out = np.empty((batch, n), dtype=np.complex128)
+    if out is None:
+        out = np.empty((batch, n), dtype=np.complex128)
     first_bad = np.empty(batch, dtype=np.int64)
     theta_out = np.empty((3, batch if keep else 0, n + 1))
     phi_out = np.empty((3, batch if keep else 0, n))
@@ -473,7 +485,9 @@ def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=Fal
         rtol = options["pivot_rtol"]
         driver = pick_driver(theta_phi_simd_driver, _theta_phi_simd_driver_serial, batch * n)
         chunks = min(batch // width, 4 * numba.get_num_threads())
-        driver(a, k, z, out, first_bad, rtol * rtol, chunks, _POW, lanes(width))
+        if fin is None:
+            fin = np.empty(batch)
+        driver(a, k, z, out, first_bad, rtol * rtol, chunks, _POW, lanes(width), fin)
         return out, first_bad
     if batch > 0:
         if tile is None:
