@@ -219,6 +219,23 @@ def _bk(method):
     return run
 
 
+def _bk_out(method):
+    """``bk_core`` writing into a preallocated result (``out=``): the same call
+    without allocating, and page-faulting, a fresh array each time."""
+    held = {}
+
+    def run(case, s, rows=None):
+        import bknumba
+
+        a = _rows(case.a, rows)
+        out = held.get(a.shape)
+        if out is None:
+            held.clear()
+            out = held[a.shape] = np.empty(a.shape, dtype=np.complex128)
+        return bknumba.bk_core(a, _rows(case.k, rows), 1.0, case.z, method=method, out=out)
+    return run
+
+
 def _scalar_tiles(run):
     """``run`` with ``BKNUMBA_SIMD=0`` in force (the scalar tiles, for comparison)."""
     def scalar(case, s, rows=None):
@@ -253,6 +270,8 @@ def _baseline(fn, vector_z=False):
 CORE_IMPLS = [
     Impl("bknumba ratio", "full", _bk("ratio")),
     Impl("bknumba theta_phi", "full", _bk("theta_phi"), method="theta_phi"),
+    Impl("bknumba ratio, out=", "full", _bk_out("ratio")),
+    Impl("bknumba theta_phi, out=", "full", _bk_out("theta_phi"), method="theta_phi"),
     Impl("ratio, scalar tiles", "full", _scalar_tiles(_bk("ratio"))),
     Impl("theta_phi, scalar tiles", "full", _scalar_tiles(_bk("theta_phi")), method="theta_phi"),
     Impl("sparse seed", "seed", _sparse("seed"), method="theta_phi", tol=1e-10),
