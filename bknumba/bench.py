@@ -210,18 +210,10 @@ def _rows(x, rows):
     return x if rows is None else x[:rows]
 
 
-def _bk(method):
-    def run(case, s, rows=None):
-        import bknumba
-
-        return bknumba.bk_core(_rows(case.a, rows), _rows(case.k, rows), 1.0, case.z,
-                               method=method)
-    return run
-
-
-def _bk_out(method):
-    """``bk_core`` writing into a preallocated result (``out=``): the same call
-    without allocating, and page-faulting, a fresh array each time."""
+def _bk(method, reuse_out=False):
+    """``bk_core``; with ``reuse_out`` writing into one preallocated result per
+    shape (``out=``): the same call without allocating, and page-faulting, a
+    fresh array each time."""
     held = {}
 
     def run(case, s, rows=None):
@@ -229,7 +221,7 @@ def _bk_out(method):
 
         a = _rows(case.a, rows)
         out = held.get(a.shape)
-        if out is None:
+        if reuse_out and out is None:
             held.clear()
             out = held[a.shape] = np.empty(a.shape, dtype=np.complex128)
         return bknumba.bk_core(a, _rows(case.k, rows), 1.0, case.z, method=method, out=out)
@@ -270,8 +262,8 @@ def _baseline(fn, vector_z=False):
 CORE_IMPLS = [
     Impl("bknumba ratio", "full", _bk("ratio")),
     Impl("bknumba theta_phi", "full", _bk("theta_phi"), method="theta_phi"),
-    Impl("bknumba ratio, out=", "full", _bk_out("ratio")),
-    Impl("bknumba theta_phi, out=", "full", _bk_out("theta_phi"), method="theta_phi"),
+    Impl("bknumba ratio, out=", "full", _bk("ratio", reuse_out=True)),
+    Impl("bknumba theta_phi, out=", "full", _bk("theta_phi", reuse_out=True), method="theta_phi"),
     Impl("ratio, scalar tiles", "full", _scalar_tiles(_bk("ratio"))),
     Impl("theta_phi, scalar tiles", "full", _scalar_tiles(_bk("theta_phi")), method="theta_phi"),
     Impl("sparse seed", "seed", _sparse("seed"), method="theta_phi", tol=1e-10),
