@@ -503,6 +503,28 @@ def test_device_finite_check_unrolled_stride(monkeypatch, blocks):
     api._check_device_finite(api._cuda(), [("a", cuda.to_device(a), True)])  # all finite
 
 
+@pytest.mark.parametrize("kernel", ["batch", "sequence"])
+@pytest.mark.parametrize("method", ["ratio", "theta_phi"])
+def test_nonfinite_input_without_the_check_terminates(kernel, method):
+    """check_finite=False with an infinity or a NaN in the input: the kernels finish
+    (the rescaling loops once never ended on an infinite entry: the GPU hung), the
+    rows holding them are not silently finite, the other rows are the CPU's."""
+    rng = np.random.default_rng(11)
+    batch, n = 5, 24 if SIM else 300
+    a = -2 + rng.uniform(-3, 3, (batch, n))
+    k = rng.uniform(0.5, 1.5, (batch, n - 1))
+    a[1, 5] = np.inf
+    k[3, 7] = np.nan
+    k[4, 20] = 1e300  # finite, but its products overflow
+    z = np.full(batch, 1j)
+    g = api.bk_core_cuda(cuda.to_device(a), cuda.to_device(k), 1.0, z, method=method,
+                         check_finite=False, on_singular="nan", kernel=kernel).copy_to_host()
+    for r in (1, 3):
+        assert not np.isfinite(g[r]).all()
+    ref = bknumba.bk_core(a, k, 1.0, z, method=method, check_finite=False, on_singular="nan")
+    assert _err(g[[0, 2]], ref[[0, 2]]) < 1e-10
+
+
 def test_kernel_choice():
     with pytest.raises(ValueError, match="kernel='warp'"):
         api.bk_core_cuda(np.ones(4), 1.0, 1.0, 1j, method="ratio", check_finite=True,

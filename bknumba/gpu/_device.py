@@ -52,9 +52,10 @@ def mx(x):
 
 @cuda.jit(device=True, inline=True)
 def renorm2(x, y, c):
-    """Rescale the pair ``(x, y)`` by powers of 2**SHIFT into range."""
+    """Rescale the pair ``(x, y)`` by powers of 2**SHIFT into range (an infinite
+    entry is left as it is: scaling would never bring it into range)."""
     s = max(mx(x), mx(y))
-    while s > BIG:
+    while s > BIG and s <= MAXF:
         x = x * SMALL
         y = y * SMALL
         s = s * SMALL
@@ -69,9 +70,10 @@ def renorm2(x, y, c):
 
 @cuda.jit(device=True, inline=True)
 def renorm4(m00, m01, m10, m11, c):
-    """Rescale a 2x2 matrix by powers of 2**SHIFT into range."""
+    """Rescale a 2x2 matrix by powers of 2**SHIFT into range (infinite entries: as
+    in :func:`renorm2`)."""
     s = max(max(mx(m00), mx(m01)), max(mx(m10), mx(m11)))
-    while s > BIG:
+    while s > BIG and s <= MAXF:
         m00 = m00 * SMALL
         m01 = m01 * SMALL
         m10 = m10 * SMALL
