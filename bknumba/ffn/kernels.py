@@ -150,8 +150,10 @@ def sparse_ffn_tiled(x, W1, b1, W2t, b2, channels, code, tile, out):
         for t in range(t0, t1):
             for i in range(d):
                 out[t, i] = b2[i]
-        a4 = np.empty(4, out.dtype)  # activations, in the working dtype
-        zero = a4[0] * 0
+        # activations, in the working dtype; zeroed, since zero is taken from it (a zero of
+        # that dtype): from np.empty it was whatever the memory held, NaN or inf at times
+        a4 = np.zeros(4, out.dtype)
+        zero = a4[0]
         for c in range(dff):
             p = start[c]
             pe = start[c + 1]
