@@ -254,13 +254,12 @@ def _run_sparse_cpu(problem: Problem, method, rec_mask, combine_mask, out=None):
     (:func:`bknumba.cpu.ratio.run_local`); "exact" and "seed" run the tiled
     kernels, which skip the masked work per element with a branch.
     """
-    if method == "ratio" and rec_mask is not None:
-        from .cpu.ratio import run_local
-
-        problem.finish_checks(None)
-        return run_local(problem.a, problem.k, problem.z, rec_mask, out=out)
     if rec_mask is not None:
-        problem.finish_checks(None)
+        problem.finish_checks(None)  # the recursion-masked kernels do not verify their input
+        if method == "ratio":
+            from .cpu.ratio import run_local
+
+            return run_local(problem.a, problem.k, problem.z, rec_mask, out=out)
     return _run_cpu(problem, method, rec_mask, combine_mask, out)
 
 

@@ -465,6 +465,34 @@ def local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, le
     first_bad[r] = bad
 
 
+@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
+def _local_pivot(a, k, r0, pos, nbr, dpos, kpos, prev, cr, ci, edge, bad, zr, zi, di0, r2, one,
+                 zero, tiny):
+    """One step of :func:`local_simd_tile`'s sweeps (forward or backward) at the lanes'
+    positions ``pos``: the pivot ``x = d[pos] - k[kpos] / p``, where ``p`` is the sweep's
+    previous pivot ``cr + 1j ci`` if the previous computed position ``prev`` is the
+    neighbour ``nbr``, else the masked neighbour's ``d[dpos]``; ``x = d[pos]`` where
+    ``edge`` (the row's end: no coupling). Returns ``(xr, xi, dr, di, |x|^2, nb)``,
+    ``nb`` the lanes' first bad position after this step's tests: ``p`` too small to
+    invert (reported at ``nbr``) and ``x`` (near) zero against its scale (at ``pos``).
+    """
+    dr, di = diag(a, r0, pos, zr, zi, di0)
+    nr, ni = diag(a, r0, dpos, zr, zi, di0)  # the masked neighbour's d
+    pr = sel_eq(prev, nbr, cr, nr)
+    pi = sel_eq(prev, nbr, ci, ni)
+    p2 = vadd(vmul(pr, pr), vmul(pi, pi))
+    sv = vdiv(one, p2)
+    qr, qi = couple(k, r0, kpos, vmul(pr, sv), vmul(vneg(pi), sv))
+    xr = sel_gt(edge, zero, dr, vsub(dr, qr))
+    xi = sel_gt(edge, zero, di, vsub(di, qi))
+    d2 = vadd(vmul(dr, dr), vmul(di, di))
+    scale = sel_gt(edge, zero, d2, vadd(vadd(d2, vmul(qr, qr)), vmul(qi, qi)))
+    nb = sel_lt(p2, tiny, sel_gt(edge, zero, bad, vmin(bad, nbr)), bad)
+    x2 = vadd(vmul(xr, xr), vmul(xi, xi))
+    nb = first_bad(x2, vmul(r2, scale), pos, nb)
+    return xr, xi, dr, di, x2, nb
+
+
 @njit(error_model="numpy", **serial_jit_kwargs())
 def local_simd_tile(a, k, z, mask, out, first_bad_out, r0, rtol2, sl, ix, lane, proto):
     """:func:`local_row` for rows ``r0 .. r0 + W - 1`` (``W = len(proto)``), the rows
@@ -514,22 +542,11 @@ def local_simd_tile(a, k, z, mask, out, first_bad_out, r0, rtol2, sl, ix, lane, 
     for s in range(maxc):
         act = sel_lt(splat(s, proto), cnt, one, zero)
         pos = sel_gt(act, zero, vload(ix, s * W, proto), zero)  # idle lanes read position 0
-        dr, di = diag(a, r0, pos, zr, zi, di0)
         pm1 = vsub(pos, one)
         pc = vmax(pm1, zero)
-        nr, ni = diag(a, r0, pc, zr, zi, di0)  # the masked neighbour's d
-        pr = sel_eq(prev, pm1, lr, nr)
-        pi = sel_eq(prev, pm1, li, ni)
-        p2 = vadd(vmul(pr, pr), vmul(pi, pi))
-        sv = vdiv(one, p2)
-        qr, qi = couple(k, r0, pc, vmul(pr, sv), vmul(vneg(pi), sv))
         start = sel_eq(pos, zero, one, zero)  # position 0: no coupling
-        lr = sel_gt(start, zero, dr, vsub(dr, qr))
-        li = sel_gt(start, zero, di, vsub(di, qi))
-        d2 = vadd(vmul(dr, dr), vmul(di, di))
-        scale = sel_gt(start, zero, d2, vadd(vadd(d2, vmul(qr, qr)), vmul(qi, qi)))
-        nb = sel_lt(p2, tiny, sel_gt(start, zero, bad, vmin(bad, pm1)), bad)
-        nb = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), pos, nb)
+        lr, li, _, _, _, nb = _local_pivot(a, k, r0, pos, pm1, pc, pc, prev, lr, li, start, bad,
+                                           zr, zi, di0, r2, one, zero, tiny)
         bad = sel_gt(act, zero, nb, bad)
         vstore(sl, 2 * W * s, lr)
         vstore(sl, 2 * W * s + W, li)
@@ -541,24 +558,12 @@ def local_simd_tile(a, k, z, mask, out, first_bad_out, r0, rtol2, sl, ix, lane, 
     for s in range(maxc - 1, -1, -1):
         act = sel_lt(splat(s, proto), cnt, one, zero)
         pos = sel_gt(act, zero, vload(ix, s * W, proto), zero)
-        dr, di = diag(a, r0, pos, zr, zi, di0)
         pp1 = vadd(pos, one)
-        pc = vmin(pp1, last)
-        nr, ni = diag(a, r0, pc, zr, zi, di0)  # the masked neighbour's d
-        pr = sel_eq(nxt, pp1, rr, nr)
-        pi = sel_eq(nxt, pp1, ri, ni)
-        p2 = vadd(vmul(pr, pr), vmul(pi, pi))
-        sv = vdiv(one, p2)
-        # k[i] (k[N - 2] for i = N - 1, where it is not used: the read stays in the row)
-        qr, qi = couple(k, r0, vmin(pos, klast), vmul(pr, sv), vmul(vneg(pi), sv))
         end = sel_eq(pos, last, one, zero)  # position N - 1: no coupling
-        rr = sel_gt(end, zero, dr, vsub(dr, qr))
-        ri = sel_gt(end, zero, di, vsub(di, qi))
-        d2 = vadd(vmul(dr, dr), vmul(di, di))
-        scale = sel_gt(end, zero, d2, vadd(vadd(d2, vmul(qr, qr)), vmul(qi, qi)))
-        nb = sel_lt(p2, tiny, sel_gt(end, zero, bad, vmin(bad, pp1)), bad)
-        m2 = vadd(vmul(rr, rr), vmul(ri, ri))
-        nb = first_bad(m2, vmul(r2, scale), pos, nb)
+        # k[i] (k[N - 2] for i = N - 1, where it is not used: the read stays in the row)
+        rr, ri, dr, di, m2, nb = _local_pivot(a, k, r0, pos, pp1, vmin(pp1, last),
+                                              vmin(pos, klast), nxt, rr, ri, end, bad,
+                                              zr, zi, di0, r2, one, zero, tiny)
         lr = vload(sl, 2 * W * s, proto)
         li = vload(sl, 2 * W * s + W, proto)
         er = vsub(vadd(lr, rr), dr)

@@ -282,6 +282,25 @@ def _store_c(context, builder, p, re, im, j):
     builder.store(c, p)
 
 
+def _put_c_codegen(W, masked):
+    """Codegen of :func:`put_c` (args ``out, r0, i, re, im``) and, ``masked``, of
+    :func:`put_c_at` (one more arg, ``active``: a lane stores only where it is != 0)."""
+    def codegen(context, builder, sig, args):
+        ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                            sig.args[2], args[2], W)
+        for j, p in enumerate(ptrs):
+            if masked:
+                on = builder.fcmp_unordered("!=", _lane(builder, args[5], j),
+                                            ir.Constant(_D, 0.0))
+                with builder.if_then(on, likely=True):
+                    _store_c(context, builder, p, args[3], args[4], j)
+            else:
+                _store_c(context, builder, p, args[3], args[4], j)
+        return context.get_dummy_value()
+
+    return codegen
+
+
 def _is_c128_2d(out):
     return isinstance(out, types.Array) and out.ndim == 2 and out.dtype == types.complex128
 
@@ -291,16 +310,7 @@ def put_c(typingctx, out, r0, i, re, im):
     """``out[r0 + j, i] = re[j] + 1j * im[j]`` (complex128 ``out``; ``i`` as in :func:`diag`)."""
     if not (_is_c128_2d(out) and isinstance(re, F64x) and re == im and _is_pos(i, re)):
         return None
-    W = re.W
-
-    def codegen(context, builder, sig, args):
-        ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
-                            sig.args[2], args[2], W)
-        for j, p in enumerate(ptrs):
-            _store_c(context, builder, p, args[3], args[4], j)
-        return context.get_dummy_value()
-
-    return types.none(out, r0, i, re, im), codegen
+    return types.none(out, r0, i, re, im), _put_c_codegen(re.W, masked=False)
 
 
 @intrinsic
@@ -476,18 +486,7 @@ def put_c_at(typingctx, out, r0, pos, re, im, active):
     """:func:`put_c` at per-lane positions, in the lanes where ``active[j] != 0`` only."""
     if not (_is_c128_2d(out) and isinstance(re, F64x) and re == im == pos == active):
         return None
-    W = re.W
-
-    def codegen(context, builder, sig, args):
-        ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
-                            sig.args[2], args[2], W)
-        for j, p in enumerate(ptrs):
-            on = builder.fcmp_unordered("!=", _lane(builder, args[5], j), ir.Constant(_D, 0.0))
-            with builder.if_then(on, likely=True):
-                _store_c(context, builder, p, args[3], args[4], j)
-        return context.get_dummy_value()
-
-    return types.none(out, r0, pos, re, im, active), codegen
+    return types.none(out, r0, pos, re, im, active), _put_c_codegen(re.W, masked=True)
 
 
 @intrinsic
