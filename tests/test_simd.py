@@ -99,6 +99,28 @@ def test_simd_theta_phi_rescaling_and_long_rows(n, width):
     assert _same_bits(g, g0) and np.array_equal(bad, bad0) and (bad == n).all()
 
 
+@pytest.mark.parametrize("scale", [1e-55, 1e-20, 1.0, 1e20, 1e55])
+def test_theta_phi_carried_magnitudes_stay_in_range(scale):
+    """The continuants' rescaling (decided from each pair *before* its step):
+    every carried mantissa stays below 2**300, the pair's larger magnitude
+    at least 2**-300, so the combine's product of three mantissas cannot
+    overflow or underflow (a threshold of 2**200 instead of 2**100 let them
+    drift to 2**-383 at the scale 1e-55 and lost rows). Checked on the kept
+    theta and phi of the scalar tiles, the SIMD tiles' arithmetic."""
+    a, k, z = _problem(np.random.default_rng(5), 6, 900, True, True, scale)
+    g, bad, th, ph = theta_phi.run_theta_phi(a, k, z, keep=True)
+    assert (bad == 900).all()
+    for parts in (th, ph[:, :, ::-1]):  # phi runs backwards
+        mag = np.maximum(np.abs(parts[0]), np.abs(parts[1]))
+        assert mag.max() < 2.0**300
+        # the pair after each step: the new value and the previous one in the new scale
+        prev = mag[:, :-1] * 2.0 ** (theta_phi.SHIFT * (parts[2][:, :-1] - parts[2][:, 1:]))
+        assert np.maximum(mag[:, 1:], prev).min() > 2.0**-300
+    # and the values are right: G against the ratio method at this scale
+    g_ratio, _ = ratio.run_ratio(a, k, z)
+    assert np.max(np.abs(g - g_ratio)) <= 1e-11 * np.max(np.abs(g_ratio))
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("width", WIDTHS)
 def test_simd_tiles_report_the_same_first_bad_pivot(width, method):
