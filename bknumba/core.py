@@ -250,16 +250,18 @@ def _out_cpu_only(out, device, *inputs) -> None:
 def _run_sparse_cpu(problem: Problem, method, rec_mask, combine_mask, out=None):
     """Sparse kernels: masked positions skip their coupling work and combine.
 
-    "local" (ratio, ``rec_mask`` set) visits computed positions only
-    (:func:`bknumba.cpu.ratio.run_local`); "exact" and "seed" run the tiled
-    kernels, which skip the masked work per element with a branch.
+    "local" (ratio, ``rec_mask`` set) runs :func:`bknumba.cpu.ratio.run_local`
+    (SIMD tiles with a select per lane, or walking the computed positions at
+    high sparsity); "exact" and "seed" run the tiled kernels, which skip the
+    masked work per element with a branch.
     """
-    if rec_mask is not None:
-        problem.finish_checks(None)  # the recursion-masked kernels do not verify their input
-        if method == "ratio":
-            from .cpu.ratio import run_local
+    if rec_mask is not None and method == "ratio":
+        from .cpu.ratio import run_local
 
-            return run_local(problem.a, problem.k, problem.z, rec_mask, out=out)
+        fin = problem.fin_buffer()
+        res = run_local(problem.a, problem.k, problem.z, rec_mask, out=out, fin=fin)
+        problem.finish_checks(fin)  # a full check unless the kernel verified every row
+        return res
     return _run_cpu(problem, method, rec_mask, combine_mask, out)
 
 

@@ -357,6 +357,40 @@ def test_nonfinite_errors():
     assert np.all(np.isfinite(g[0])) and np.all(np.isnan(g[1]))
 
 
+@pytest.mark.parametrize("density", [0.6, 0.1, 0.005])
+def test_local_semantics_check_fused_or_not(density, monkeypatch):
+    """The "local" semantics on the SIMD tiles over every position (most positions
+    computed) verifies the input while reading it, like the full kernels; walking
+    the computed positions (few computed) does not, and the full check runs. Both
+    name a NaN's array, row and position, and give the row kernel's bits."""
+    from bknumba import _validation
+    from bknumba.cpu import ratio
+
+    calls = []
+    real = _validation._first_nonfinite
+
+    def spy(name, arr, batched):
+        calls.append(name)
+        return real(name, arr, batched)
+
+    monkeypatch.setattr(_validation, "_first_nonfinite", spy)
+    rng = np.random.default_rng(4)
+    batch, n = 21, 40
+    a = -2 + rng.uniform(-3, 3, (batch, n))
+    b = rng.uniform(0.5, 1.5, (batch, n - 1))
+    mask = rng.random((batch, n)) < density
+    g = bknumba.sparse_bk_core(a, b, 1.0, mask, semantics="local")
+    fused = (np.count_nonzero(mask) >= ratio.LOCAL_WALK_BELOW_CHECKED * mask.size
+             and bknumba._config.simd_width() >= 2)
+    assert fused == (density > 0.05)  # both paths are exercised
+    assert ("a" in calls) != fused and ("b" in calls) != fused
+    g0, _ = ratio.run_local(a, b, np.full(batch, 1j), mask, simd=False)
+    assert np.array_equal(g.view(np.uint64), g0.view(np.uint64))
+    x = a.copy()
+    x[7, 33] = np.nan
+    with pytest.raises(ValueError, match="a contains a non-finite value .* at row 7, position 33"):
+        bknumba.sparse_bk_core(x, b, 1.0, mask, semantics="local")
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("batch", [1, 13, 64])
 def test_nonfinite_found_with_the_check_fused_into_the_kernels(method, batch, monkeypatch):

@@ -189,8 +189,9 @@ def test_simd_inputs_are_not_modified():
        seed=st.integers(0, 2**32 - 1))
 def test_simd_local_tiles_equal_local_rows_bit_for_bit(batch, n, cplx_a, cplx_k, width, density,
                                                        seed):
-    """The "local" sparse kernel on SIMD tiles (each lane walks its row's computed
-    positions) against the row-by-row kernel: the same bits, the same reports."""
+    """The "local" sparse kernel on SIMD tiles (each lane walking its row's computed
+    positions, or every lane at every position with a select) against the
+    row-by-row kernel: the same bits, the same reports."""
     rng = np.random.default_rng(seed)
     a, k, z = _problem(rng, batch, n, cplx_a, cplx_k)
     mask = rng.random((batch, n)) < density
@@ -200,6 +201,12 @@ def test_simd_local_tiles_equal_local_rows_bit_for_bit(batch, n, cplx_a, cplx_k,
         bad = np.full(batch, -7, dtype=np.int64)
         ratio._local_simd_driver_serial(a, k, z, mask, out, bad, 1e-26, 2, lanes(width))
         assert _same_bits(out, g0) and np.array_equal(bad, bad0)
+    # the SIMD tiles over every position with a select (the remainder rows: row kernel)
+    out = np.full((batch, n), np.nan + 0j)
+    bad = np.full(batch, -7, dtype=np.int64)
+    ratio._ratio_simd_driver_serial(a, k, z, mask, out, bad, 1e-26, 2, lanes(width),
+                                    np.empty(batch), mask)
+    assert _same_bits(out, g0) and np.array_equal(bad, bad0)
     g, bad = ratio.run_local(a, k, z, mask)  # the public path (any N)
     assert _same_bits(g, g0) and np.array_equal(bad, bad0)
 
@@ -211,7 +218,7 @@ def test_simd_local_reports_the_same_pivots_and_stays_in_bounds(width):
     computed positions (idle lanes), and the last row of the array (a read past
     a row's end would leave the array)."""
     n = 9
-    batch = 3 * width
+    batch = 3 * width + 3  # and remainder rows, which the tiles leave to the row kernel
     rng = np.random.default_rng(7)
     a = rng.uniform(1, 2, (batch, n))
     k = np.ones((batch, n - 1))
@@ -223,12 +230,23 @@ def test_simd_local_reports_the_same_pivots_and_stays_in_bounds(width):
         p = r % n
         a[r, p] = 0.0
         mask[r, p] = False  # a masked zero d: reported when a computed neighbour couples to it
+    # in a remainder row, a masked zero d that no computed neighbour divides by (not
+    # reported) and one that a computed neighbour does (reported at it)
+    a[-1, 4] = a[-1, 7] = 0.0
+    mask[-1] = [True, False, False, False, False, False, True, False, False]
     g0, bad0 = ratio.run_local(a, k, z, mask, simd=False)
     out = np.full((batch, n), np.nan + 0j)
     bad = np.full(batch, -7, dtype=np.int64)
     ratio._local_simd_driver_serial(a, k, z, mask, out, bad, 1e-26, 1, lanes(width))
     assert np.array_equal(bad, bad0) and (bad0 < n).any() and (bad0 == n).any()
     ok = bad0 == n
+    assert _same_bits(out[ok], g0[ok])
+    # the SIMD tiles over every position (the public path at this density)
+    out = np.full((batch, n), np.nan + 0j)
+    bad = np.full(batch, -7, dtype=np.int64)
+    ratio._ratio_simd_driver_serial(a, k, z, mask, out, bad, 1e-26, 1, lanes(width),
+                                    np.empty(batch), mask)
+    assert np.array_equal(bad, bad0)
     assert _same_bits(out[ok], g0[ok])
 
 

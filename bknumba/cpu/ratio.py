@@ -191,7 +191,8 @@ def ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, tile, c
 
 
 @njit(error_model="numpy", **serial_jit_kwargs())
-def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_mask, fin_out):
+def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_mask, fin_out,
+                    rec_mask=None):
     """:func:`ratio_tile` without a recursion mask on rows ``r0 .. r0 + W - 1``,
     ``W = len(proto)``, with the rows in the lanes of vector registers
     (:mod:`bknumba.cpu.simd`). The same operations in the same order as
@@ -202,7 +203,16 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     combine is computed in every lane (a vector instruction cannot skip a lane),
     so masked positions save no arithmetic here.
 
-    ``sl`` : float64 scratch of at least ``2 W N`` (the left pivots, position-major).
+    With ``rec_mask`` (the "local" semantics) a masked position restarts both
+    sweeps, ``L = R = d`` there, and gets ``G = 0``, as :func:`ratio_tile` with
+    ``rec_mask`` and ``combine_mask`` both that mask (``combine_mask`` is then
+    not read): a select per lane, every lane still does every step's arithmetic
+    (see :func:`run_local` for when this beats walking the computed positions
+    only). The flags read in the forward sweep are kept in ``sl`` for the
+    backward sweep.
+
+    ``sl`` : float64 scratch of at least ``3 W N`` (the left pivots, position-major,
+    then the ``rec_mask`` flags).
     ``fin_out[r0 + j]`` : 0.0 if row ``r0 + j`` of ``a`` and ``k`` is finite, else NaN
     (:func:`~bknumba.cpu.simd.fin_acc`, accumulated in the forward sweep).
     """
@@ -224,18 +234,44 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     fin = fin_acc(zero, a, r0, 0)
     lr = dr
     li = di
-    bad = first_bad(vadd(vmul(dr, dr), vmul(di, di)), splat(-1.0, proto), splat(0.0, proto), bad)
+    nb = first_bad(vadd(vmul(dr, dr), vmul(di, di)), splat(-1.0, proto), splat(0.0, proto), bad)
     vstore(sl, 0, lr)
     vstore(sl, W, li)
+    fl = 2 * W * n  # the rec_mask flags, position-major
+    minus1 = splat(-1.0, proto)
+    if rec_mask is not None:
+        # a masked position's pivot d is tested only where a computed neighbour
+        # divides by it (as in local_row), so its test waits for that neighbour
+        on_prev = flag_col(rec_mask, r0, 0, proto)
+        vstore(sl, fl, on_prev)
+        bad = sel_gt(on_prev, zero, nb, bad)
+    else:
+        on_prev = one
+        bad = nb
     for i in range(1, n):
         dr, di = diag(a, r0, i, zr, zi, di0)
         fin = fin_acc(fin_acc(fin, a, r0, i), k, r0, i - 1)
-        s = vdiv(one, vadd(vmul(lr, lr), vmul(li, li)))
+        p2 = vadd(vmul(lr, lr), vmul(li, li))
+        s = vdiv(one, p2)
         qr, qi = couple(k, r0, i - 1, vmul(lr, s), vmul(vneg(li), s))
         lr = vsub(dr, qr)
         li = vsub(di, qi)
         scale = vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi))
-        bad = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), splat(i, proto), bad)
+        if rec_mask is not None:
+            on = flag_col(rec_mask, r0, i, proto)
+            vstore(sl, fl + W * i, on)
+            lr = sel_gt(on, zero, lr, dr)
+            li = sel_gt(on, zero, li, di)
+            scale = sel_gt(on, zero, scale, vadd(vmul(dr, dr), vmul(di, di)))
+            nb = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), splat(i, proto),
+                           bad)
+            # the masked neighbour's d, now divided by
+            nb = sel_gt(on_prev, zero, nb, first_bad(p2, minus1, splat(i - 1, proto), nb))
+            bad = sel_gt(on, zero, nb, bad)
+            on_prev = on
+        else:
+            bad = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), splat(i, proto),
+                            bad)
         vstore(sl, 2 * W * i, lr)
         vstore(sl, 2 * W * i + W, li)
     # backward sweep: right pivots R[i], combined with L[i] on the fly
@@ -245,16 +281,34 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     scale = vadd(vmul(dr, dr), vmul(di, di))
     ur = splat(0.0, proto)
     ui = ur
+    m2 = one
     for i in range(n - 1, -1, -1):
+        if rec_mask is not None:
+            on = vload(sl, fl + W * i, proto)
+            on_next = on
+            if i < n - 1:
+                on_next = vload(sl, fl + W * (i + 1), proto)
         if i < n - 1:
             dr, di = diag(a, r0, i, zr, zi, di0)
             qr, qi = couple(k, r0, i, ur, ui)
             rr = vsub(dr, qr)
             ri = vsub(di, qi)
             scale = vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi))
+            if rec_mask is not None:
+                rr = sel_gt(on, zero, rr, dr)
+                ri = sel_gt(on, zero, ri, di)
+                scale = sel_gt(on, zero, scale, vadd(vmul(dr, dr), vmul(di, di)))
+        r2_next = m2  # |R[i + 1]|^2
         m2 = vadd(vmul(rr, rr), vmul(ri, ri))
         pos = splat(i, proto)
-        bad = first_bad(m2, vmul(r2, scale), pos, bad)
+        if rec_mask is not None:
+            nb = first_bad(m2, vmul(r2, scale), pos, bad)
+            if i < n - 1:  # the masked neighbour's d, now divided by
+                nb = sel_gt(on_next, zero, nb,
+                            first_bad(r2_next, minus1, splat(i + 1, proto), nb))
+            bad = sel_gt(on, zero, nb, bad)
+        else:
+            bad = first_bad(m2, vmul(r2, scale), pos, bad)
         s = vdiv(one, m2)
         ur = vmul(rr, s)
         ui = vmul(vneg(ri), s)
@@ -267,8 +321,9 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
         s = vdiv(one, e2)
         gr = vmul(er, s)
         gi = vmul(vneg(ei), s)
-        if combine_mask is not None:
-            on = flag_col(combine_mask, r0, i, proto)
+        if rec_mask is not None or combine_mask is not None:
+            if rec_mask is None:
+                on = flag_col(combine_mask, r0, i, proto)
             bad = sel_gt(on, zero, nb, bad)
             gr = sel_gt(on, zero, gr, zero)
             gi = sel_gt(on, zero, gi, zero)
@@ -297,7 +352,8 @@ def fin_rows(a, k, r0, fin_out):
 
 
 @njit(**parallel_jit_kwargs())
-def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, proto, fin):
+def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, proto, fin,
+                      rec_mask=None):
     """``prange`` over chunks of ``W``-row SIMD tiles (:func:`ratio_simd_tile`); the
     last ``B mod W`` rows go through the scalar :func:`ratio_tile`. ``fin`` (``(B,)``
     float64) receives the rows' finiteness (0.0 finite, NaN not)."""
@@ -308,16 +364,26 @@ def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, prot
         t0, t1 = chunk_tiles(c, chunks, ntiles)
         if t0 >= t1:
             continue
-        sl = np.empty(2 * W * max(n, 1))
+        sl = np.empty(3 * W * max(n, 1))
         for t in range(t0, t1):
-            ratio_simd_tile(a, k, z, t * W, out, first_bad, rtol2, sl, proto, combine_mask, fin)
+            ratio_simd_tile(a, k, z, t * W, out, first_bad, rtol2, sl, proto, combine_mask, fin,
+                            rec_mask)
     rest = batch - ntiles * W
     if rest > 0:
-        left_re = np.empty((n, rest))
-        left_im = np.empty((n, rest))
-        lane8 = np.empty((8, rest))
-        ratio_tile(a, k, z, ntiles * W, rest, None, combine_mask, out, first_bad, rtol2,
-                   left_re, left_im, lane8)
+        if rec_mask is not None:
+            # "local": the row kernel, whose pivot reports the tiles follow
+            starts = np.empty(n + 1, dtype=np.int64)
+            ends = np.empty(n + 1, dtype=np.int64)
+            left = np.empty((2, max(n, 1)))
+            for r in range(ntiles * W, batch):
+                local_row(a, k, z, rec_mask, out, first_bad, r, rtol2, starts, ends, left[0],
+                          left[1])
+        else:
+            left_re = np.empty((n, rest))
+            left_im = np.empty((n, rest))
+            lane8 = np.empty((8, rest))
+            ratio_tile(a, k, z, ntiles * W, rest, None, combine_mask, out, first_bad, rtol2,
+                       left_re, left_im, lane8)
         fin_rows(a, k, ntiles * W, fin)
 
 
@@ -619,10 +685,30 @@ def local_driver(a, k, z, mask, out, first_bad, rtol2, chunks):
             local_row(a, k, z, mask, out, first_bad, r, rtol2, starts, ends, left_re, left_im)
 
 
-def run_local(a, k, z, mask, simd=True, out=None):
-    """Sparse "local" semantics (ratio form); returns ``(G, first_bad)``: on the SIMD
-    tiles (:func:`local_simd_tile`) when ``BKNUMBA_SIMD`` allows and ``simd``, else
-    row by row (:func:`local_row`). ``out`` as in :func:`run_ratio`."""
+#: The "local" kernel for a mask with at least this fraction of computed
+#: positions runs the SIMD tiles over every position with a select per lane
+#: (:func:`ratio_simd_tile` with ``rec_mask``; 0.84-1.05x the full kernel at any
+#: sparsity, its input check fused); below it each lane walks its computed
+#: positions only (:func:`local_simd_tile`, which wins from about 80 %
+#: sparsity; at 75 % the two are even). Measured at (4096, 512), BENCHMARKS.md section 1.
+LOCAL_WALK_BELOW = 0.2
+#: The same threshold when the input check is pending (``fin`` given): the walk
+#: does not read every entry, so it leaves the check to a separate pass over
+#: ``a`` and ``k``, which the tiles over every position save.
+LOCAL_WALK_BELOW_CHECKED = 0.01
+
+
+def run_local(a, k, z, mask, simd=True, out=None, fin=None):
+    """Sparse "local" semantics (ratio form); returns ``(G, first_bad)``.
+
+    On the SIMD tiles when ``BKNUMBA_SIMD`` allows and ``simd``: over every
+    position with selects (:func:`ratio_simd_tile` with ``rec_mask``) when at
+    least :data:`LOCAL_WALK_BELOW` (with ``fin``: :data:`LOCAL_WALK_BELOW_CHECKED`)
+    of the positions are computed, else walking
+    the computed positions (:func:`local_simd_tile`); otherwise row by row
+    (:func:`local_row`). The same bits on every path. ``out`` as in
+    :func:`run_ratio`; ``fin`` as there (written by the first path only).
+    """
     batch, n = a.shape
     if out is None:
         out = np.empty((batch, n), dtype=np.complex128)
@@ -633,6 +719,13 @@ def run_local(a, k, z, mask, simd=True, out=None):
     width = simd_width() if simd else 0
     if width >= 2 and batch >= width and n >= 2:
         chunks = min(batch // width, 4 * numba.get_num_threads())
+        walk_below = LOCAL_WALK_BELOW if fin is None else LOCAL_WALK_BELOW_CHECKED
+        if np.count_nonzero(mask) >= walk_below * mask.size:
+            driver = pick_driver(ratio_simd_driver, _ratio_simd_driver_serial, batch * n)
+            if fin is None:
+                fin = np.empty(batch)
+            driver(a, k, z, mask, out, first_bad, rtol * rtol, chunks, lanes(width), fin, mask)
+            return out, first_bad
         driver = pick_driver(local_simd_driver, _local_simd_driver_serial, batch * n)
         driver(a, k, z, mask, out, first_bad, rtol * rtol, chunks, lanes(width))
         return out, first_bad
