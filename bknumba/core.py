@@ -252,8 +252,8 @@ def _run_sparse_cpu(problem: Problem, method, rec_mask, combine_mask, out=None):
 
     "local" (ratio, ``rec_mask`` set) runs :func:`bknumba.cpu.ratio.run_local`
     (SIMD tiles with a select per lane, or walking the computed positions at
-    high sparsity); "exact" and "seed" run the tiled kernels, which skip the
-    masked work per element with a branch.
+    high sparsity); "exact" and "seed" run the SIMD tiles with selects (the
+    scalar tiles, which skip the masked work per element, for small batches).
     """
     if rec_mask is not None and method == "ratio":
         from .cpu.ratio import run_local

@@ -268,6 +268,28 @@ def test_simd_exact_semantics_equals_scalar_tiles(batch, n, cplx, width, density
     assert _same_bits(out, g0) and np.array_equal(bad, bad0)
 
 
+@settings(max_examples=40, deadline=None)
+@given(batch=st.integers(1, 19), n=st.integers(0, 30), cplx=st.booleans(),
+       width=st.sampled_from(WIDTHS), density=st.sampled_from([0.0, 0.3, 0.7, 1.0]),
+       semantics=st.sampled_from(["seed", "exact"]), seed=st.integers(0, 2**32 - 1))
+def test_simd_theta_phi_sparse_equals_scalar_tiles(batch, n, cplx, width, density, semantics,
+                                                   seed):
+    """theta/phi with masks on SIMD tiles, by selects: the "seed" semantics (the
+    coupling dropped at masked positions, G there 0) and "exact" (G only where
+    the mask is set): the scalar tiles' bits and reports, which skip the masked
+    work per element."""
+    rng = np.random.default_rng(seed)
+    a, k, z = _problem(rng, batch, n, cplx, cplx)
+    mask = rng.random((batch, n)) < density
+    rec = mask if semantics == "seed" else None
+    g0, bad0 = theta_phi.run_theta_phi(a, k, z, rec, mask, tile=3)
+    out = np.full((batch, n), np.nan + 0j)
+    bad = np.full(batch, -7, dtype=np.int64)
+    theta_phi._theta_phi_simd_driver_serial(a, k, z, out, bad, 1e-26, 2, theta_phi._POW,
+                                            lanes(width), np.empty(batch), rec, mask)
+    assert _same_bits(out, g0) and np.array_equal(bad, bad0)
+
+
 @settings(max_examples=60, deadline=None)
 @given(batch=st.integers(1, 19), n=st.integers(0, 30), cplx_a=st.booleans(),
        cplx_k=st.booleans(), width=st.sampled_from(WIDTHS), method=st.sampled_from(METHODS),

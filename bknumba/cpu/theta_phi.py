@@ -36,8 +36,8 @@ from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwa
                        simd_width)
 from ._chunks import chunk_tiles
 from .ratio import fin_rows
-from .simd import (couple, diag, fin_acc, lanes, put_c, put_rows, sel_gt, sel_le, sel_lt, splat,
-                   vabs, vadd, vload, vmax, vmin, vmul, vpow2, vstore, vsub, z_lanes)
+from .simd import (couple, diag, fin_acc, flag_col, lanes, put_c, put_rows, sel_gt, sel_le, sel_lt,
+                   splat, vabs, vadd, vload, vmax, vmin, vmul, vpow2, vstore, vsub, z_lanes)
 
 __all__ = ["SHIFT", "theta_phi_driver", "theta_phi_simd_tile", "theta_phi_simd_driver",
            "run_theta_phi"]
@@ -312,14 +312,21 @@ def _vmag(nr, ni, cr, ci):
 
 
 @njit(error_model="numpy", **serial_jit_kwargs())
-def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto, fin_out):
+def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto, fin_out,
+                        rec_mask=None, combine_mask=None):
     """:func:`theta_phi_tile` for the full problem (no masks, ``G`` only) on rows
     ``r0 .. r0 + W - 1``, ``W = len(proto)``, the rows in the lanes of vector
     registers (:mod:`bknumba.cpu.simd`): the same operations in the same order,
     so the same bits.
 
-    ``th`` : float64 scratch of at least ``3 W (N + 1)`` (theta mantissa and count,
-    position-major); ``lane`` : float64 scratch of at least ``3 W``.
+    ``th`` : float64 scratch of at least ``4 W (N + 1)`` (theta mantissa and count,
+    position-major, then the ``rec_mask`` flags); ``lane`` : float64 scratch of at
+    least ``3 W``.
+
+    ``rec_mask`` (the seed's sparse recursions) drops the coupling term of the
+    step that produces a masked position, ``combine_mask`` gives ``G = 0`` there
+    (its range not checked), as in :func:`theta_phi_tile`: by selects, every lane
+    doing every step's arithmetic.
     ``fin_out`` : the rows' input finiteness, as in :func:`~bknumba.cpu.ratio.ratio_simd_tile`.
     """
     W = len(proto)
@@ -350,6 +357,7 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto,
     vstore(th, 5 * W, zero)
     if n == 1:
         bad = sel_le(vmax(vabs(cr), vabs(ci)), zero, zero, bad)  # d[0] == 0: reported at 0
+    fl = 3 * W * (n + 1)  # the rec_mask flags, position-major
     # forward: theta[i + 1] for i = 1 .. N - 1
     for i in range(1, n):
         # this step's scaling, from the pair before it (off the dependency chain)
@@ -359,6 +367,11 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto,
         ur = vsub(vmul(dr, cr), vmul(di, ci))
         ui = vadd(vmul(dr, ci), vmul(di, cr))
         vr, vi = couple(k, r0, i - 1, pr, pi)
+        if rec_mask is not None:
+            on = flag_col(rec_mask, r0, i, proto)
+            vstore(th, fl + W * i, on)
+            vr = sel_gt(on, zero, vr, zero)
+            vi = sel_gt(on, zero, vi, zero)
         nr = vsub(ur, vr)
         ni = vsub(ui, vi)
         if i == n - 1:
@@ -415,6 +428,10 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto,
                 ni = ui
             else:
                 vr, vi = couple(k, r0, i + 1, pr, pi)
+                if rec_mask is not None:
+                    on = vload(th, fl + W * (i + 1), proto)
+                    vr = sel_gt(on, zero, vr, zero)
+                    vi = sel_gt(on, zero, vi, zero)
                 nr = vsub(ur, vr)
                 ni = vsub(ui, vi)
             pr = vmul(cr, f)
@@ -435,14 +452,22 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto,
         gi = vmul(gi, f)
         # beyond the float64 range (or NaN after an overflow): report
         pos = splat(i, proto)
-        bad = sel_le(vmax(vabs(gr), vabs(gi)), big, bad, vmin(bad, pos))
+        nb = sel_le(vmax(vabs(gr), vabs(gi)), big, bad, vmin(bad, pos))
+        if combine_mask is not None:
+            on = flag_col(combine_mask, r0, i, proto)
+            bad = sel_gt(on, zero, nb, bad)
+            gr = sel_gt(on, zero, gr, zero)
+            gi = sel_gt(on, zero, gi, zero)
+        else:
+            bad = nb
         put_c(out, r0, i, gr, gi)
     put_rows(first_bad_out, r0, bad)
     put_rows(fin_out, r0, fin)
 
 
 @njit(**parallel_jit_kwargs())
-def theta_phi_simd_driver(a, k, z, out, first_bad, rtol2, chunks, pow_table, proto, fin):
+def theta_phi_simd_driver(a, k, z, out, first_bad, rtol2, chunks, pow_table, proto, fin,
+                          rec_mask=None, combine_mask=None):
     """``prange`` over chunks of ``W``-row SIMD tiles (:func:`theta_phi_simd_tile`);
     the last ``B mod W`` rows go through the scalar :func:`theta_phi_tile`."""
     W = len(proto)
@@ -452,10 +477,11 @@ def theta_phi_simd_driver(a, k, z, out, first_bad, rtol2, chunks, pow_table, pro
         t0, t1 = chunk_tiles(c, chunks, ntiles)
         if t0 >= t1:
             continue
-        th = np.empty(3 * W * (n + 1))
+        th = np.empty(4 * W * (n + 1))
         lane = np.empty(3 * W)
         for t in range(t0, t1):
-            theta_phi_simd_tile(a, k, z, t * W, out, first_bad, rtol2, th, lane, proto, fin)
+            theta_phi_simd_tile(a, k, z, t * W, out, first_bad, rtol2, th, lane, proto, fin,
+                                rec_mask, combine_mask)
     rest = batch - ntiles * W
     if rest > 0:
         th_re = np.empty((n + 1, rest))
@@ -463,7 +489,7 @@ def theta_phi_simd_driver(a, k, z, out, first_bad, rtol2, chunks, pow_table, pro
         th_cnt = np.empty((n + 1, rest))
         lane10 = np.empty((10, rest))
         nophi = np.empty((0, rest))
-        theta_phi_tile(a, k, z, ntiles * W, rest, None, None, out, first_bad, rtol2,
+        theta_phi_tile(a, k, z, ntiles * W, rest, rec_mask, combine_mask, out, first_bad, rtol2,
                        th_re, th_im, th_cnt, lane10, pow_table, nophi, nophi, nophi)
         fin_rows(a, k, ntiles * W, fin)
 
@@ -483,6 +509,12 @@ def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=Fal
     mantissa imaginary part and scale count (the value is
     ``(re + 1j * im) * 2**(SHIFT * count)``).
 
+    The SIMD tiles (:func:`theta_phi_simd_tile`) run unless ``keep`` or ``tile``
+    is given, ``BKNUMBA_SIMD`` rules them out or the batch is smaller than a
+    tile; with masks they compute every lane and select (the scalar tiles,
+    :func:`theta_phi_tile`, skip the masked work per element, and give the same
+    bits).
+
     ``fin`` : optional float64 ``(B,)``, written by the SIMD tiles as in
     :func:`~bknumba.cpu.ratio.run_ratio`; ``out`` as there.
     """
@@ -493,14 +525,14 @@ def run_theta_phi(a, k, z, rec_mask=None, combine_mask=None, tile=None, keep=Fal
     theta_out = np.empty((3, batch if keep else 0, n + 1))
     phi_out = np.empty((3, batch if keep else 0, n))
     width = simd_width()
-    if (batch > 0 and rec_mask is None and combine_mask is None and tile is None and not keep
-            and width >= 2 and batch >= width):
+    if batch > 0 and tile is None and not keep and width >= 2 and batch >= width:
         rtol = options["pivot_rtol"]
         driver = pick_driver(theta_phi_simd_driver, _theta_phi_simd_driver_serial, batch * n)
         chunks = min(batch // width, 4 * numba.get_num_threads())
         if fin is None:
             fin = np.empty(batch)
-        driver(a, k, z, out, first_bad, rtol * rtol, chunks, _POW, lanes(width), fin)
+        driver(a, k, z, out, first_bad, rtol * rtol, chunks, _POW, lanes(width), fin, rec_mask,
+               combine_mask)
         return out, first_bad
     if batch > 0:
         if tile is None:
