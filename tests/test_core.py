@@ -357,14 +357,10 @@ def test_nonfinite_errors():
     assert np.all(np.isfinite(g[0])) and np.all(np.isnan(g[1]))
 
 
-@pytest.mark.parametrize("density", [0.6, 0.1, 0.005])
-def test_local_semantics_check_fused_or_not(density, monkeypatch):
-    """The "local" semantics on the SIMD tiles over every position (most positions
-    computed) verifies the input while reading it, like the full kernels; walking
-    the computed positions (few computed) does not, and the full check runs. Both
-    name a NaN's array, row and position, and give the row kernel's bits."""
+@pytest.fixture
+def full_check_calls(monkeypatch):
+    """The arrays the full finiteness check (``_first_nonfinite``) runs on, in order."""
     from bknumba import _validation
-    from bknumba.cpu import ratio
 
     calls = []
     real = _validation._first_nonfinite
@@ -374,6 +370,18 @@ def test_local_semantics_check_fused_or_not(density, monkeypatch):
         return real(name, arr, batched)
 
     monkeypatch.setattr(_validation, "_first_nonfinite", spy)
+    return calls
+
+
+@pytest.mark.parametrize("density", [0.6, 0.1, 0.005])
+def test_local_semantics_check_fused_or_not(density, full_check_calls):
+    """The "local" semantics on the SIMD tiles over every position (most positions
+    computed) verifies the input while reading it, like the full kernels; walking
+    the computed positions (few computed) does not, and the full check runs. Both
+    name a NaN's array, row and position, and give the row kernel's bits."""
+    from bknumba.cpu import ratio
+
+    calls = full_check_calls
     rng = np.random.default_rng(4)
     batch, n = 21, 40
     a = -2 + rng.uniform(-3, 3, (batch, n))
@@ -391,23 +399,15 @@ def test_local_semantics_check_fused_or_not(density, monkeypatch):
     with pytest.raises(ValueError, match="a contains a non-finite value .* at row 7, position 33"):
         bknumba.sparse_bk_core(x, b, 1.0, mask, semantics="local")
 
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("batch", [1, 13, 64])
-def test_nonfinite_found_with_the_check_fused_into_the_kernels(method, batch, monkeypatch):
+def test_nonfinite_found_with_the_check_fused_into_the_kernels(method, batch, full_check_calls):
     """With SIMD tiles the kernels verify finiteness while they read (no separate
     pass): for finite input the full check does not run; for a NaN or an infinity
     in a, b or c (any row, in a tile or in the remainder rows) it runs and names
     the array, row and position, as before."""
-    from bknumba import _validation
-
-    calls = []
-    real = _validation._first_nonfinite
-
-    def spy(name, arr, batched):
-        calls.append(name)
-        return real(name, arr, batched)
-
-    monkeypatch.setattr(_validation, "_first_nonfinite", spy)
+    calls = full_check_calls
     rng = np.random.default_rng(batch)
     a = -2 + rng.uniform(-3, 3, (batch, 40))
     b = rng.uniform(0.5, 1.5, (batch, 39))

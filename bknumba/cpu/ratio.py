@@ -32,9 +32,9 @@ from numba import njit, prange
 from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin,
                        simd_width)
 from ._chunks import chunk_tiles
-from .simd import (couple, diag, fin_acc, first_bad, flag_col, lanes, put_c, put_c_at, put_rows,
-                   sel_eq, sel_gt, sel_lt, splat, vadd, vdiv, vload, vmax, vmin, vmul, vneg, vstore,
-                   vsub, z_lanes)
+from .simd import (couple, diag, fin_acc, first_bad, flag_col, keep_where, lanes, put_c, put_c_at,
+                   put_rows, sel_eq, sel_gt, sel_lt, splat, vadd, vdiv, vload, vmax, vmin, vmul,
+                   vneg, vstore, vsub, z_lanes)
 
 __all__ = ["ratio_driver", "ratio_tile", "ratio_simd_tile", "ratio_simd_driver", "TINY"]
 
@@ -324,9 +324,7 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
         if rec_mask is not None or combine_mask is not None:
             if rec_mask is None:
                 on = flag_col(combine_mask, r0, i, proto)
-            bad = sel_gt(on, zero, nb, bad)
-            gr = sel_gt(on, zero, gr, zero)
-            gi = sel_gt(on, zero, gi, zero)
+            bad, gr, gi = keep_where(on, nb, bad, gr, gi, zero)
         else:
             bad = nb
         put_c(out, r0, i, gr, gi)

@@ -38,7 +38,7 @@ from numba.extending import intrinsic, register_model
 __all__ = ["F64x", "lanes", "vadd", "vsub", "vmul", "vdiv", "vneg", "vabs", "vmax", "vmin",
            "splat", "sel_lt", "sel_le", "sel_gt", "sel_eq", "vpow2", "first_bad", "diag",
            "couple", "fin_acc", "put_c", "put_c_at", "flag_col", "z_lanes", "put_rows", "vload",
-           "vstore", "host_width"]
+           "vstore", "host_width", "keep_where"]
 
 _D = ir.DoubleType()
 _I32 = ir.IntType(32)
@@ -444,6 +444,14 @@ def vmax(x, y):
 def vmin(x, y):
     """Lane-wise ``min(x, y)`` with Numba's semantics, ``y if y < x else x``."""
     return sel_lt(y, x, y, x)
+
+
+@njit(inline="always")
+def keep_where(on, nb, bad, gr, gi, zero):
+    """A masked position's result: where ``on`` is 1.0 ``(nb, gr, gi)`` (the
+    position's report and ``G``), elsewhere ``(bad, 0, 0)`` (``G = 0``, its
+    tests discarded)."""
+    return sel_gt(on, zero, nb, bad), sel_gt(on, zero, gr, zero), sel_gt(on, zero, gi, zero)
 
 
 @intrinsic

@@ -36,8 +36,9 @@ from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwa
                        simd_width)
 from ._chunks import chunk_tiles
 from .ratio import fin_rows
-from .simd import (couple, diag, fin_acc, flag_col, lanes, put_c, put_rows, sel_gt, sel_le, sel_lt,
-                   splat, vabs, vadd, vload, vmax, vmin, vmul, vpow2, vstore, vsub, z_lanes)
+from .simd import (couple, diag, fin_acc, flag_col, keep_where, lanes, put_c, put_rows, sel_gt,
+                   sel_le, sel_lt, splat, vabs, vadd, vload, vmax, vmin, vmul, vpow2, vstore, vsub,
+                   z_lanes)
 
 __all__ = ["SHIFT", "theta_phi_driver", "theta_phi_simd_tile", "theta_phi_simd_driver",
            "run_theta_phi"]
@@ -454,10 +455,7 @@ def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto,
         pos = splat(i, proto)
         nb = sel_le(vmax(vabs(gr), vabs(gi)), big, bad, vmin(bad, pos))
         if combine_mask is not None:
-            on = flag_col(combine_mask, r0, i, proto)
-            bad = sel_gt(on, zero, nb, bad)
-            gr = sel_gt(on, zero, gr, zero)
-            gi = sel_gt(on, zero, gi, zero)
+            bad, gr, gi = keep_where(flag_col(combine_mask, r0, i, proto), nb, bad, gr, gi, zero)
         else:
             bad = nb
         put_c(out, r0, i, gr, gi)
