@@ -81,7 +81,9 @@ def main(argv=None):
         "theta_phi scalar tiles": lambda: theta_phi.theta_phi_driver(
             a, k, z, None, None, out, bad, rtol2, tile, chunks, theta_phi._POW,
             np.empty((3, 0, n + 1)), np.empty((3, 0, n))),
-        f"local {args.sparsity:.0%} SIMD": lambda: ratio.local_simd_driver(
+        f"local {args.sparsity:.0%} SIMD, every position": lambda: ratio.ratio_simd_driver(
+            a, k, z, mask, out, bad, rtol2, chunks, proto, fin, mask),
+        f"local {args.sparsity:.0%} SIMD, walk": lambda: ratio.local_simd_driver(
             a, k, z, mask, out, bad, rtol2, chunks, proto),
         f"local {args.sparsity:.0%} row kernel": lambda: ratio.local_driver(
             a, k, z, mask, out, bad, rtol2, chunks),
@@ -92,6 +94,10 @@ def main(argv=None):
         "bk_core theta_phi": lambda: bknumba.bk_core(a, k, 1.0, 1j, method="theta_phi"),
         "bk_core theta_phi, out=": lambda: bknumba.bk_core(a, k, 1.0, 1j, method="theta_phi",
                                                            out=out),
+        f"sparse_bk_core local {args.sparsity:.0%}, out=": lambda: bknumba.sparse_bk_core(
+            a, k, 1.0, mask, 1j, semantics="local", out=out),
+        f"sparse_bk_core seed {args.sparsity:.0%}, out=": lambda: bknumba.sparse_bk_core(
+            a, k, 1.0, mask, 1j, semantics="seed", out=out),
     }
     print(f"# ({batch}, {n}), SIMD width {width}, numba threads "
           f"{numba.config.NUMBA_NUM_THREADS}, {os.cpu_count()} CPUs")
