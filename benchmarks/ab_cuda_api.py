@@ -17,7 +17,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 
 import numpy as np
 
@@ -33,16 +32,9 @@ def worker(expect_dir):
     got = os.path.dirname(os.path.dirname(os.path.abspath(bknumba.__file__)))
     assert os.path.samefile(got, expect_dir), (got, expect_dir)
 
-    def med(fn, reps=20):
-        fn()
-        cuda.synchronize()
-        ts = []
-        for _ in range(reps):
-            t0 = time.perf_counter()
-            fn()
-            cuda.synchronize()
-            ts.append(time.perf_counter() - t0)
-        return float(np.median(ts))
+    # the helper module only (no bknumba import), from this script's folder
+    sys.path.append(os.path.dirname(os.path.abspath(__file__)))
+    from _timing import sync_median
 
     res = {}
     for batch, n in SHAPES:
@@ -50,7 +42,7 @@ def worker(expect_dir):
         a_d = cuda.to_device(-2.0 + rng.uniform(-3.0, 3.0, (batch, n)))
         k_d = cuda.to_device(1.0 + 0.1 * rng.uniform(-1.0, 1.0, (batch, n - 1)))
         for check in (True, False):
-            t = med(lambda: bknumba.bk_core(a_d, k_d, 1.0, 1j, device="cuda",
+            t = sync_median(lambda: bknumba.bk_core(a_d, k_d, 1.0, 1j, device="cuda",
                                             check_finite=check))
             res[f"({batch}, {n}) check_finite={check}"] = batch * n / t / 1e9
         del a_d, k_d

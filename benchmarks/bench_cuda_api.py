@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
@@ -27,20 +26,15 @@ from numba import cuda  # noqa: E402
 import bknumba  # noqa: E402
 from bknumba.gpu import api  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import sync_median  # noqa: E402
+
 SHAPES = ((4096, 4096), (2**16, 256), (2**18, 256), (64, 2**20))
 
 
 def sync_time(fn, reps=20):
     """Median wall time in ms of ``fn(); cuda.synchronize()`` after one warm-up call."""
-    fn()
-    cuda.synchronize()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        cuda.synchronize()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
+    return sync_median(fn, reps) * 1e3
 
 
 def main():

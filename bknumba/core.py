@@ -248,7 +248,7 @@ def _out_cpu_only(out, device, *inputs) -> None:
 
 
 def _run_sparse_cpu(problem: Problem, method, rec_mask, combine_mask, out=None):
-    """Sparse kernels: masked positions skip their coupling work and combine.
+    """Sparse kernels: masked positions drop their coupling term and combine.
 
     "local" (ratio, ``rec_mask`` set) runs :func:`bknumba.cpu.ratio.run_local`
     (SIMD tiles with a select per lane, or walking the computed positions at

@@ -193,8 +193,8 @@ def ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, tile, c
 @njit(error_model="numpy", **serial_jit_kwargs())
 def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_mask, fin_out,
                     rec_mask=None):
-    """:func:`ratio_tile` without a recursion mask on rows ``r0 .. r0 + W - 1``,
-    ``W = len(proto)``, with the rows in the lanes of vector registers
+    """:func:`ratio_tile` on rows ``r0 .. r0 + W - 1``, ``W = len(proto)``, with the
+    rows in the lanes of vector registers
     (:mod:`bknumba.cpu.simd`). The same operations in the same order as
     :func:`ratio_tile`, so the same bits.
 
@@ -234,11 +234,11 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     fin = fin_acc(zero, a, r0, 0)
     lr = dr
     li = di
-    nb = first_bad(vadd(vmul(dr, dr), vmul(di, di)), splat(-1.0, proto), splat(0.0, proto), bad)
+    minus1 = splat(-1.0, proto)
+    nb = first_bad(vadd(vmul(dr, dr), vmul(di, di)), minus1, splat(0.0, proto), bad)
     vstore(sl, 0, lr)
     vstore(sl, W, li)
     fl = 2 * W * n  # the rec_mask flags, position-major
-    minus1 = splat(-1.0, proto)
     if rec_mask is not None:
         # a masked position's pivot d is tested only where a computed neighbour
         # divides by it (as in local_row), so its test waits for that neighbour
@@ -263,15 +263,14 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
             lr = sel_gt(on, zero, lr, dr)
             li = sel_gt(on, zero, li, di)
             scale = sel_gt(on, zero, scale, vadd(vmul(dr, dr), vmul(di, di)))
-            nb = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), splat(i, proto),
-                           bad)
+        nb = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), splat(i, proto), bad)
+        if rec_mask is not None:
             # the masked neighbour's d, now divided by
             nb = sel_gt(on_prev, zero, nb, first_bad(p2, minus1, splat(i - 1, proto), nb))
             bad = sel_gt(on, zero, nb, bad)
             on_prev = on
         else:
-            bad = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), splat(i, proto),
-                            bad)
+            bad = nb
         vstore(sl, 2 * W * i, lr)
         vstore(sl, 2 * W * i + W, li)
     # backward sweep: right pivots R[i], combined with L[i] on the fly
@@ -282,12 +281,11 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     ur = splat(0.0, proto)
     ui = ur
     m2 = one
+    on = one
     for i in range(n - 1, -1, -1):
         if rec_mask is not None:
+            on_next = on  # the flags of position i + 1 (unused at i = N - 1)
             on = vload(sl, fl + W * i, proto)
-            on_next = on
-            if i < n - 1:
-                on_next = vload(sl, fl + W * (i + 1), proto)
         if i < n - 1:
             dr, di = diag(a, r0, i, zr, zi, di0)
             qr, qi = couple(k, r0, i, ur, ui)
@@ -301,14 +299,14 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
         r2_next = m2  # |R[i + 1]|^2
         m2 = vadd(vmul(rr, rr), vmul(ri, ri))
         pos = splat(i, proto)
+        nb = first_bad(m2, vmul(r2, scale), pos, bad)
         if rec_mask is not None:
-            nb = first_bad(m2, vmul(r2, scale), pos, bad)
             if i < n - 1:  # the masked neighbour's d, now divided by
                 nb = sel_gt(on_next, zero, nb,
                             first_bad(r2_next, minus1, splat(i + 1, proto), nb))
             bad = sel_gt(on, zero, nb, bad)
         else:
-            bad = first_bad(m2, vmul(r2, scale), pos, bad)
+            bad = nb
         s = vdiv(one, m2)
         ur = vmul(rr, s)
         ui = vmul(vneg(ri), s)
@@ -702,8 +700,8 @@ def run_local(a, k, z, mask, simd=True, out=None, fin=None):
     On the SIMD tiles when ``BKNUMBA_SIMD`` allows and ``simd``: over every
     position with selects (:func:`ratio_simd_tile` with ``rec_mask``) when at
     least :data:`LOCAL_WALK_BELOW` (with ``fin``: :data:`LOCAL_WALK_BELOW_CHECKED`)
-    of the positions are computed, else walking
-    the computed positions (:func:`local_simd_tile`); otherwise row by row
+    of the positions are computed, else walking the computed positions
+    (:func:`local_simd_tile`); otherwise row by row
     (:func:`local_row`). The same bits on every path. ``out`` as in
     :func:`run_ratio`; ``fin`` as there (written by the first path only).
     """
