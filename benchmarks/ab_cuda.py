@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-SHAPES = [(1, 2**26), (64, 2**20), (4096, 2**14)]
+SHAPES = [(1, 2**26), (64, 2**20), (4096, 2**14), (65536, 2**10), (262144, 2**8)]
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

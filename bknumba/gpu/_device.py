@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import cuda
+from numba import config, cuda, uint64
 
 SHIFT = 200
 BIG = 2.0 ** SHIFT
@@ -45,24 +45,51 @@ BAL_HI = 2.0 ** 100
 
 
 @cuda.jit(device=True, inline=True)
+def ix(i):
+    """A non-negative index as unsigned: indexing then skips the code for
+    negative (from the end) indices, three integer instructions per access."""
+    return uint64(i)
+
+
+@cuda.jit(device=True, inline=True)
+def fmax(x, y):
+    """``max(x, y)`` without NaN propagation (a compare and a select; ``max``
+    emulates IEEE maxNum for float64, several instructions on the GPU)."""
+    return x if x > y else y
+
+
+@cuda.jit(device=True, inline=True)
 def mx(x):
     """max(|re|, |im|): a cheap magnitude."""
-    return max(abs(x.real), abs(x.imag))
+    return fmax(abs(x.real), abs(x.imag))
+
+
+@cuda.jit(device=True, inline=True)
+def rmul(s, x):
+    """Real ``s`` times complex ``x``: two products (``s * x`` with a float ``s``
+    becomes a complex product, four products and two sums)."""
+    return complex(s * x.real, s * x.imag)
+
+
+@cuda.jit(device=True, inline=True)
+def cmul(s, x):
+    """``s * x`` (the complex counterpart of :func:`rmul`)."""
+    return s * x
 
 
 @cuda.jit(device=True, inline=True)
 def renorm2(x, y, c):
     """Rescale the pair ``(x, y)`` by powers of 2**SHIFT into range (an infinite
     entry is left as it is: scaling would never bring it into range)."""
-    s = max(mx(x), mx(y))
+    s = fmax(mx(x), mx(y))
     while s > BIG and s <= MAXF:
-        x = x * SMALL
-        y = y * SMALL
+        x = rmul(SMALL, x)
+        y = rmul(SMALL, y)
         s = s * SMALL
         c += 1.0
     while s < SMALL and s > 0.0:
-        x = x * BIG
-        y = y * BIG
+        x = rmul(BIG, x)
+        y = rmul(BIG, y)
         s = s * BIG
         c -= 1.0
     return x, y, c
@@ -72,19 +99,19 @@ def renorm2(x, y, c):
 def renorm4(m00, m01, m10, m11, c):
     """Rescale a 2x2 matrix by powers of 2**SHIFT into range (infinite entries: as
     in :func:`renorm2`)."""
-    s = max(max(mx(m00), mx(m01)), max(mx(m10), mx(m11)))
+    s = fmax(fmax(mx(m00), mx(m01)), fmax(mx(m10), mx(m11)))
     while s > BIG and s <= MAXF:
-        m00 = m00 * SMALL
-        m01 = m01 * SMALL
-        m10 = m10 * SMALL
-        m11 = m11 * SMALL
+        m00 = rmul(SMALL, m00)
+        m01 = rmul(SMALL, m01)
+        m10 = rmul(SMALL, m10)
+        m11 = rmul(SMALL, m11)
         s = s * SMALL
         c += 1.0
     while s < SMALL and s > 0.0:
-        m00 = m00 * BIG
-        m01 = m01 * BIG
-        m10 = m10 * BIG
-        m11 = m11 * BIG
+        m00 = rmul(BIG, m00)
+        m01 = rmul(BIG, m01)
+        m10 = rmul(BIG, m10)
+        m11 = rmul(BIG, m11)
         s = s * BIG
         c -= 1.0
     return m00, m01, m10, m11, c
@@ -106,44 +133,58 @@ def mat_vec(a00, a01, a10, a11, ac, x, y, c):
 @cuda.jit(device=True, inline=True)
 def read_mat(arr, o):
     """Matrix stored as 9 float64 at ``arr[o:o + 9]`` (re/im of 4 entries, count)."""
-    return (complex(arr[o], arr[o + 1]), complex(arr[o + 2], arr[o + 3]),
-            complex(arr[o + 4], arr[o + 5]), complex(arr[o + 6], arr[o + 7]), arr[o + 8])
+    return (complex(arr[ix(o)], arr[ix(o + 1)]), complex(arr[ix(o + 2)], arr[ix(o + 3)]),
+            complex(arr[ix(o + 4)], arr[ix(o + 5)]), complex(arr[ix(o + 6)], arr[ix(o + 7)]),
+            arr[ix(o + 8)])
 
 
 @cuda.jit(device=True, inline=True)
 def write_mat(arr, o, m00, m01, m10, m11, c):
-    arr[o] = m00.real
-    arr[o + 1] = m00.imag
-    arr[o + 2] = m01.real
-    arr[o + 3] = m01.imag
-    arr[o + 4] = m10.real
-    arr[o + 5] = m10.imag
-    arr[o + 6] = m11.real
-    arr[o + 7] = m11.imag
-    arr[o + 8] = c
+    arr[ix(o)] = m00.real
+    arr[ix(o + 1)] = m00.imag
+    arr[ix(o + 2)] = m01.real
+    arr[ix(o + 3)] = m01.imag
+    arr[ix(o + 4)] = m10.real
+    arr[ix(o + 5)] = m10.imag
+    arr[ix(o + 6)] = m11.real
+    arr[ix(o + 7)] = m11.imag
+    arr[ix(o + 8)] = c
 
 
 @cuda.jit(device=True, inline=True)
 def read_vec(arr, o):
     """Vector stored as 5 float64 at ``arr[o:o + 5]``."""
-    return complex(arr[o], arr[o + 1]), complex(arr[o + 2], arr[o + 3]), arr[o + 4]
+    return complex(arr[ix(o)], arr[ix(o + 1)]), complex(arr[ix(o + 2)], arr[ix(o + 3)]), arr[ix(o + 4)]
 
 
 @cuda.jit(device=True, inline=True)
 def write_vec(arr, o, x, y, c):
-    arr[o] = x.real
-    arr[o + 1] = x.imag
-    arr[o + 2] = y.real
-    arr[o + 3] = y.imag
-    arr[o + 4] = c
+    arr[ix(o)] = x.real
+    arr[ix(o + 1)] = x.imag
+    arr[ix(o + 2)] = y.real
+    arr[ix(o + 3)] = y.imag
+    arr[ix(o + 4)] = c
+
+
+if config.ENABLE_CUDASIM:
+    @cuda.jit(device=True, inline=True)
+    def rcp(m):
+        """``1 / m`` (the select keeps Python floats from raising ZeroDivisionError)."""
+        return 1.0 / m if m != 0.0 else math.inf
+else:
+    from numba.cuda import libdevice as _libdevice
+
+    @cuda.jit(device=True, inline=True)
+    def rcp(m):
+        """``1 / m``, correctly rounded (the same bits as ``1.0 / m``, ``inf`` for 0) by
+        the reciprocal instruction sequence, shorter than a general division."""
+        return _libdevice.drcp_rn(m)
 
 
 @cuda.jit(device=True, inline=True)
 def inv(x):
     """``1 / x`` in real arithmetic (``conj(x) / |x|^2``); inf/nan for x = 0."""
-    m = x.real * x.real + x.imag * x.imag
-    # the select keeps the simulator (Python floats) from raising ZeroDivisionError
-    s = 1.0 / m if m != 0.0 else math.inf
+    s = rcp(x.real * x.real + x.imag * x.imag)
     return complex(x.real * s, -x.imag * s)
 
 
@@ -168,12 +209,12 @@ def pow2(count):
 
 @cuda.jit(device=True, inline=True)
 def ld_real(re, im, q):
-    return re[q]
+    return re[ix(q)]
 
 
 @cuda.jit(device=True, inline=True)
 def ld_cplx(re, im, q):
-    return complex(re[q], im[q])
+    return complex(re[ix(q)], im[ix(q)])
 
 
 @cuda.jit(device=True, inline=True)

@@ -40,6 +40,13 @@ Loads are staged with clamped, branch-free indices so that each thread has
 several loads in flight; the in-block scan over the chunk maps is a
 Hillis-Steele scan in shared memory with ``syncthreads`` (no warp shuffles,
 so it runs in Numba's CUDA simulator).
+
+The kernels are bound by the instructions they issue and by how many warps
+fit on an SM (BENCHMARKS.md, section 3), so: the chunk maps share their
+shared-memory space with the re-run's values (dead by then), real factors
+multiply complex values as two products (:func:`~bknumba.gpu._device.rmul`),
+staged slots are stepped rather than divided out, and shared-memory indices
+are unsigned (:func:`~bknumba.gpu._device.ix`: no negative-index code).
 """
 from __future__ import annotations
 
@@ -68,8 +75,9 @@ def segment_threads(tpb: int, chunk: int, cplx_a: bool, cplx_k: bool, theta: boo
     """Threads per block of the segment kernels: ``<= tpb``, a power of two,
     within the shared-memory budget."""
     per_slot = (16 if cplx_a else 8) + (16 if cplx_k else 8) + (1 if masked else 0)
-    per_slot += 24 if theta else 16
-    per_thread = (chunk + 1) * per_slot + _MAP * 8 + 24
+    # the chunk maps share their space with L / G (and theta's counts): dead by then
+    lg = (chunk + 1) * (24 if theta else 16)
+    per_thread = (chunk + 1) * per_slot + (lg if lg >= _MAP * 8 else lg + _MAP * 8) + 24
     t = 1
     while t * 2 <= tpb and t * 2 * per_thread <= SHARED_BUDGET:
         t *= 2
@@ -94,6 +102,9 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
     SC = SA if (theta and mode != 1) else 1
     ld_a = dv.ld_cplx if cplx_a else dv.ld_real
     ld_k = dv.ld_cplx if cplx_k else dv.ld_real
+    kmul = dv.cmul if cplx_k else dv.rmul  # coupling times complex
+    TC = T % C == 0
+    QT = T + T // C  # slot distance of positions T apart (when C divides T)
     write_g = (mode != 1) and not keep
     zero_k = 0j if cplx_k else 0.0
     O_AR = 0
@@ -103,23 +114,29 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
     O_LR = O_KI + SKI
     O_LI = O_LR + SL
     O_C = O_LI + SL
-    O_MAP = O_C + SC
-    O_ROW = O_MAP + T * _MAP
+    # the chunk maps are dead once the re-run writes L / G and theta's counts (a
+    # syncthreads lies between): they share that space when it is large enough
+    O_MAP = O_LR if O_C + SC - O_LR >= T * _MAP else O_C + SC
+    O_ROW = max(O_C + SC, O_MAP + T * _MAP)
     O_M8 = (O_ROW + T * 3) * 8
 
     @cuda.jit(device=True, inline=True)
-    def put(sa_re, sa_im, sk_re, sk_im, sm, qrow, off, x, y, m):
-        """Store one staged position (``off`` from the first staged one)."""
-        cl = off // C
-        q = (qrow + cl) * P + (off - cl * C)
-        sa_re[q] = x.real
+    def slot(qrow, off):
+        """Shared-memory slot of the staged position ``off`` (from the first staged
+        one): chunk ``off // C`` at stride ``P = C + 1``, i.e. ``off + off // C``."""
+        return qrow * P + off + off // C
+
+    @cuda.jit(device=True, inline=True)
+    def put(sa_re, sa_im, sk_re, sk_im, sm, q, x, y, m):
+        """Store one staged position at slot ``q``."""
+        sa_re[dv.ix(q)] = x.real
         if cplx_a:
-            sa_im[q] = x.imag
-        sk_re[q] = y.real
+            sa_im[dv.ix(q)] = x.imag
+        sk_re[dv.ix(q)] = y.real
         if cplx_k:
-            sk_im[q] = y.imag
+            sk_im[dv.ix(q)] = y.imag
         if masked:
-            sm[q] = m
+            sm[dv.ix(q)] = m
 
     @cuda.jit
     def kern(a, k, z, mask, out, bad, mc, thn, th, ph, n, nc, group, rtol2):
@@ -179,19 +196,19 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     pb = p + T
                     pc = pb + T
                     pd = pc + T
-                    xa = a[r2, p]
-                    xb = a[r2, min(pb, pend - 1)]
-                    xc = a[r2, min(pc, pend - 1)]
-                    xd = a[r2, min(pd, pend - 1)]
+                    xa = a[dv.ix(r2), dv.ix(p)]
+                    xb = a[dv.ix(r2), dv.ix(min(pb, pend - 1))]
+                    xc = a[dv.ix(r2), dv.ix(min(pc, pend - 1))]
+                    xd = a[dv.ix(r2), dv.ix(min(pd, pend - 1))]
                     ya = zero_k
                     yb = zero_k
                     yc = zero_k
                     yd = zero_k
                     if n > 1:
-                        ya = k[r2, min(p, n - 2)]
-                        yb = k[r2, min(pb, n - 2)]
-                        yc = k[r2, min(pc, n - 2)]
-                        yd = k[r2, min(pd, n - 2)]
+                        ya = k[dv.ix(r2), dv.ix(min(p, n - 2))]
+                        yb = k[dv.ix(r2), dv.ix(min(pb, n - 2))]
+                        yc = k[dv.ix(r2), dv.ix(min(pc, n - 2))]
+                        yd = k[dv.ix(r2), dv.ix(min(pd, n - 2))]
                         if not (dv.moderate(ya) and dv.moderate(yb) and dv.moderate(yc)
                                 and dv.moderate(yd)):
                             wild = 1
@@ -200,17 +217,22 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     mc_ = 1
                     md = 1
                     if masked:
-                        ma = 1 if mask[r2, p] else 0
-                        mb = 1 if mask[r2, min(pb, pend - 1)] else 0
-                        mc_ = 1 if mask[r2, min(pc, pend - 1)] else 0
-                        md = 1 if mask[r2, min(pd, pend - 1)] else 0
-                    put(sa_re, sa_im, sk_re, sk_im, sm, qrow, p - pstart, xa, ya, ma)
+                        ma = 1 if mask[dv.ix(r2), dv.ix(p)] else 0
+                        mb = 1 if mask[dv.ix(r2), dv.ix(min(pb, pend - 1))] else 0
+                        mc_ = 1 if mask[dv.ix(r2), dv.ix(min(pc, pend - 1))] else 0
+                        md = 1 if mask[dv.ix(r2), dv.ix(min(pd, pend - 1))] else 0
+                    # slots T positions apart are QT apart when C divides T
+                    q = slot(qrow, p - pstart)
+                    put(sa_re, sa_im, sk_re, sk_im, sm, q, xa, ya, ma)
                     if pb < pend:
-                        put(sa_re, sa_im, sk_re, sk_im, sm, qrow, pb - pstart, xb, yb, mb)
+                        q = q + QT if TC else slot(qrow, pb - pstart)
+                        put(sa_re, sa_im, sk_re, sk_im, sm, q, xb, yb, mb)
                     if pc < pend:
-                        put(sa_re, sa_im, sk_re, sk_im, sm, qrow, pc - pstart, xc, yc, mc_)
+                        q = q + QT if TC else slot(qrow, pc - pstart)
+                        put(sa_re, sa_im, sk_re, sk_im, sm, q, xc, yc, mc_)
                     if pd < pend:
-                        put(sa_re, sa_im, sk_re, sk_im, sm, qrow, pd - pstart, xd, yd, md)
+                        q = q + QT if TC else slot(qrow, pd - pstart)
+                        put(sa_re, sa_im, sk_re, sk_im, sm, q, xd, yd, md)
                     p += 4 * T
         # every coupling of the block moderate: dv.balance is the identity on all of
         # them, and the chunk-map loops skip it (a warp-uniform branch)
@@ -228,7 +250,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         tau_in = 1.0
         kt_out = zero_k
         if active:
-            kt_in, tau_in = dv.balance(k[r, s - 1] if s > 0 else zero_k)
+            kt_in, tau_in = dv.balance(k[dv.ix(r), dv.ix(s - 1)] if s > 0 else zero_k)
             kt_out, _ = dv.balance(ld_k(sk_re, sk_im, base + nv - 1))
         # ---- chunk maps (forward: F = A_e ... A_s; backward: B = A'_s ... A'_e),
         # in balanced coordinates: the second component scaled by t (dv.balance)
@@ -249,15 +271,15 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 q = base + i
                 d = ld_a(sa_re, sa_im, q) - zz
                 kt_next, tau = dv.balance_if(ld_k(sk_re, sk_im, q), bal)
-                if rec and sm[q] == 0:
+                if rec and sm[dv.ix(q)] == 0:
                     n00 = d * f00
                     n01 = d * f01
                 else:
-                    n00 = d * f00 - kt * f10
-                    n01 = d * f01 - kt * f11
+                    n00 = d * f00 - kmul(kt, f10)
+                    n01 = d * f01 - kmul(kt, f11)
                 if bal:
-                    f00 = f00 * tau
-                    f01 = f01 * tau
+                    f00 = dv.rmul(tau, f00)
+                    f01 = dv.rmul(tau, f01)
                 f00, f01, f10, f11, fc = dv.renorm4(n00, n01, f00, f01, fc)
                 kt = kt_next
             # backward step at p: [[d[p], -k[p] / t[p]], [t[p-1], 0]]
@@ -270,15 +292,15 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 else:
                     kt_prev = kt_in
                     tau = tau_in
-                if s + i == n - 1 or (rec and sm[q] == 0):
+                if s + i == n - 1 or (rec and sm[dv.ix(q)] == 0):
                     n00 = d * g00
                     n01 = d * g01
                 else:
-                    n00 = d * g00 - kt * g10
-                    n01 = d * g01 - kt * g11
+                    n00 = d * g00 - kmul(kt, g10)
+                    n01 = d * g01 - kmul(kt, g11)
                 if bal:
-                    g00 = g00 * tau
-                    g01 = g01 * tau
+                    g00 = dv.rmul(tau, g00)
+                    g01 = dv.rmul(tau, g01)
                 g00, g01, g10, g11, gc = dv.renorm4(n00, n01, g00, g01, gc)
                 kt = kt_prev
             dv.write_mat(smap, o, f00, f01, f10, f11, fc)
@@ -337,15 +359,15 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 gx, gy, gcnt = dv.mat_vec(q00, q01, q10, q11, qcn, gx, gy, gcnt)
             if mode == 0 and theta and jj == span - 1:
                 tnx, tny, tnc = dv.renorm2(f00, f10, fc)
-                srow[rl * 3] = tnx.real
-                srow[rl * 3 + 1] = tnx.imag
-                srow[rl * 3 + 2] = tnc
+                srow[dv.ix(rl * 3)] = tnx.real
+                srow[dv.ix(rl * 3 + 1)] = tnx.imag
+                srow[dv.ix(rl * 3 + 2)] = tnc
         cuda.syncthreads()
 
         # ---- re-run each chunk from its carries
         bb = n
         if active:
-            kt_in, _ = dv.balance(k[r, s - 1] if s > 0 else zero_k)
+            kt_in, _ = dv.balance(k[dv.ix(r), dv.ix(s - 1)] if s > 0 else zero_k)
             kt_out, _ = dv.balance(ld_k(sk_re, sk_im, base + nv - 1))
             e_last = s + nv - 1
             if not theta:
@@ -357,7 +379,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 for i in range(nv):
                     q = base + i
                     d = ld_a(sa_re, sa_im, q) - zz
-                    if rec and sm[q] == 0:
+                    if rec and sm[dv.ix(q)] == 0:
                         lv = d
                         sc = dv.abs2(d)
                     else:
@@ -365,13 +387,13 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                             kk = kt_in
                         else:
                             kk = ld_k(sk_re, sk_im, q - 1)
-                        qv = kk * w
+                        qv = kmul(kk, w)
                         lv = d - qv
                         sc = dv.abs2(d) + dv.abs2(qv)
                     if dv.small_pivot(dv.abs2(lv), sc, rtol2):
                         bb = min(bb, s + i)
-                    sl_re[q] = lv.real
-                    sl_im[q] = lv.imag
+                    sl_re[dv.ix(q)] = lv.real
+                    sl_im[dv.ix(q)] = lv.imag
                     w = dv.inv(lv)
                 # backward: R[p] = d[p] - k[p] / R[p+1]; from the balanced carry
                 # u = t[e] / R[e+1] = gy / gx, used with k[e] / t[e] (kt_out)
@@ -384,12 +406,12 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     d = ld_a(sa_re, sa_im, q) - zz
                     unmasked = True
                     if masked:
-                        unmasked = sm[q] != 0
+                        unmasked = sm[dv.ix(q)] != 0
                     if p == n - 1 or (rec and not unmasked):
                         rv = d
                         sc = dv.abs2(d)
                     else:
-                        qv = (kt_out if i == nv - 1 else ld_k(sk_re, sk_im, q)) * u
+                        qv = kmul(kt_out if i == nv - 1 else ld_k(sk_re, sk_im, q), u)
                         rv = d - qv
                         sc = dv.abs2(d) + dv.abs2(qv)
                     m2 = dv.abs2(rv)
@@ -397,16 +419,16 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         bb = min(bb, p)
                     u = dv.inv(rv)
                     if comb and not unmasked:
-                        sl_re[q] = 0.0
-                        sl_im[q] = 0.0
+                        sl_re[dv.ix(q)] = 0.0
+                        sl_im[dv.ix(q)] = 0.0
                     else:
-                        lv = complex(sl_re[q], sl_im[q])
+                        lv = complex(sl_re[dv.ix(q)], sl_im[dv.ix(q)])
                         ev = lv + rv - d
                         if dv.small_pivot(dv.abs2(ev), dv.abs2(lv) + m2, rtol2):
                             bb = min(bb, p)
                         gv = dv.inv(ev)
-                        sl_re[q] = gv.real
-                        sl_im[q] = gv.imag
+                        sl_re[dv.ix(q)] = gv.real
+                        sl_im[dv.ix(q)] = gv.imag
             else:
                 # forward theta: (theta[p+1], theta[p]) from (theta[p], theta[p-1]);
                 # the carry is balanced, ty = t[s-1] theta[s-1], used with kt_in
@@ -420,12 +442,12 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 for i in range(nv):
                     q = base + i
                     p = s + i
-                    sl_re[q] = tx.real
-                    sl_im[q] = tx.imag
-                    scnt[q] = tc
+                    sl_re[dv.ix(q)] = tx.real
+                    sl_im[dv.ix(q)] = tx.imag
+                    scnt[dv.ix(q)] = tc
                     d = ld_a(sa_re, sa_im, q) - zz
                     uv = d * tx
-                    if p == 0 or (rec and sm[q] == 0):
+                    if p == 0 or (rec and sm[dv.ix(q)] == 0):
                         nx = uv
                         vv = 0j
                     else:
@@ -433,7 +455,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                             kk = kt_in
                         else:
                             kk = ld_k(sk_re, sk_im, q - 1)
-                        vv = kk * ty
+                        vv = kmul(kk, ty)
                         nx = uv - vv
                     if p == n - 1 and dv.cancelled(nx, uv, vv, rtol2):
                         bb = n - 1
@@ -445,9 +467,9 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 # backward phi: phi[p] known; step at p gives phi[p-1]
                 if write_g:
                     if mode == 0:
-                        nre = srow[rl * 3]
-                        nim = srow[rl * 3 + 1]
-                        ncnt = srow[rl * 3 + 2]
+                        nre = srow[dv.ix(rl * 3)]
+                        nim = srow[dv.ix(rl * 3 + 1)]
+                        ncnt = srow[dv.ix(rl * 3 + 2)]
                     else:
                         nre = thn[r, 0]
                         nim = thn[r, 1]
@@ -468,26 +490,26 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                         ph[1, r, p] = px.imag
                         ph[2, r, p] = pc
                     if write_g:
-                        if comb and sm[q] == 0:
-                            sl_re[q] = 0.0
-                            sl_im[q] = 0.0
+                        if comb and sm[dv.ix(q)] == 0:
+                            sl_re[dv.ix(q)] = 0.0
+                            sl_im[dv.ix(q)] = 0.0
                         else:
-                            gv = complex(sl_re[q], sl_im[q]) * px * tinv
-                            f = dv.pow2(scnt[q] + pc - ncnt)
+                            gv = complex(sl_re[dv.ix(q)], sl_im[dv.ix(q)]) * px * tinv
+                            f = dv.pow2(scnt[dv.ix(q)] + pc - ncnt)
                             gv = complex(gv.real * f, gv.imag * f)
                             if dv.out_of_range(gv):
                                 bb = min(bb, p)
-                            sl_re[q] = gv.real
-                            sl_im[q] = gv.imag
+                            sl_re[dv.ix(q)] = gv.real
+                            sl_im[dv.ix(q)] = gv.imag
                     if i > 0:
                         d = ld_a(sa_re, sa_im, q) - zz
                         uv = d * px
-                        if p == n - 1 or (rec and sm[q] == 0):
+                        if p == n - 1 or (rec and sm[dv.ix(q)] == 0):
                             nx = uv
                         else:
                             # the first step from the balanced carry: py = t[e] phi[e+1]
                             kk = kt_out if i == nv - 1 else ld_k(sk_re, sk_im, q)
-                            nx = uv - kk * py
+                            nx = uv - kmul(kk, py)
                         px, py, pc = dv.renorm2(nx, px, pc)
             if bb < n:
                 cuda.atomic.min(bad, r, bb)
@@ -500,10 +522,10 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
             if r2 < nrows:
                 qrow = rl2 * nc if mode == 0 else 0
                 p = pstart + tid
+                q = slot(qrow, tid)
                 while p < pend:
-                    off = p - pstart
-                    q = (qrow + off // C) * P + (off - (off // C) * C)
-                    out[r2, p] = complex(sl_re[q], sl_im[q])
+                    out[dv.ix(r2), dv.ix(p)] = complex(sl_re[dv.ix(q)], sl_im[dv.ix(q)])
+                    q = q + QT if TC else slot(qrow, p + T - pstart)
                     p += T
 
     return kern, O_M8 + SM
