@@ -7,6 +7,9 @@ semantics at several sparsities, and compares with SciPy's banded solver
 (N <= ``--scipy-max-n``) or the extended-precision recursion
 (:func:`bknumba.reference.bk_core_extended`). Prints a table of per-case
 maximum relative errors and exits 1 if any exceeds its tolerance.
+
+``--device cuda`` runs the same sweep through the GPU kernels (host arrays in,
+results copied back); the references are always computed on the CPU.
 """
 from __future__ import annotations
 
@@ -34,8 +37,9 @@ def _problems(n, rows, rng):
 
 
 def run_verification(sizes, sparsities=(0.0, 0.25, 0.5, 0.9), rows=4, scipy_max_n=2048,
-                     seed=0, progress=None):
-    """Run the sweep; returns a list of result dicts (one per case)."""
+                     seed=0, progress=None, device="cpu"):
+    """Run the sweep on ``device`` (``"cpu"`` or ``"cuda"``); returns a list of
+    result dicts (one per case)."""
     import bknumba
     from bknumba.reference import bk_core_banded, bk_core_extended, relative_error
 
@@ -54,7 +58,7 @@ def run_verification(sizes, sparsities=(0.0, 0.25, 0.5, 0.9), rows=4, scipy_max_
         ref = bk_core_banded(a, b, c, z) if use_scipy else bk_core_extended(a, b, c, z)
         for method in ("ratio", "theta_phi"):
             t0 = time.perf_counter()
-            g = bknumba.bk_core(a, b, c, z, method=method)
+            g = bknumba.bk_core(a, b, c, z, method=method, device=device)
             err = float(relative_error(g, ref).max())
             results.append(dict(n=n, problem=kind, case=f"full/{method}", sparsity=0.0,
                                 reference=ref_name, error=err, tolerance=TOLERANCES[method],
@@ -63,7 +67,8 @@ def run_verification(sizes, sparsities=(0.0, 0.25, 0.5, 0.9), rows=4, scipy_max_
         for sparsity in sparsities:
             mask = rng.random(a.shape) >= sparsity
             for semantics in ("seed", "local", "exact"):
-                g = bknumba.sparse_bk_core(a, b, c, mask, z, semantics=semantics)
+                g = bknumba.sparse_bk_core(a, b, c, mask, z, semantics=semantics,
+                                           device=device)
                 # each semantics against its own definition in extended precision;
                 # "exact" also against SciPy where N allows
                 if semantics == "exact" and use_scipy:
@@ -106,6 +111,8 @@ def main(argv=None) -> int:
     parser.add_argument("--scipy-max-n", type=int, default=2048,
                         help="largest N compared with SciPy's O(N^2) banded solve")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="run the kernels on the CPU (default) or the GPU")
     parser.add_argument("--json", metavar="OUT", help="write the results as JSON")
     args = parser.parse_args(argv)
     sizes = list(args.sizes) + ([1_000_000] if args.large else [])
@@ -115,7 +122,7 @@ def main(argv=None) -> int:
         print(f"{msg} ({time.perf_counter() - t0:.1f} s)", file=sys.stderr, flush=True)
 
     results = run_verification(sizes, rows=args.rows, scipy_max_n=args.scipy_max_n,
-                               seed=args.seed, progress=progress)
+                               seed=args.seed, progress=progress, device=args.device)
     print(format_table(results))
     failed = [r for r in results if not r["ok"]]
     if args.json:

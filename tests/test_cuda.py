@@ -571,3 +571,15 @@ def test_public_api_device_cuda():
         bknumba.sparse_bk_core(a, b, c, mask, z, semantics="seed"), rtol=1e-9, atol=1e-11)
     tp = bknumba.theta_phi(a, b, c, z, device="cuda")
     assert _err(tp.g(), bknumba.theta_phi(a, b, c, z).g()) < 1e-10
+
+
+def test_verify_on_the_gpu(capsys):
+    # `bknumba verify --device cuda`: every method and semantics through the GPU
+    # kernels, against SciPy and the longdouble recursion computed on the CPU
+    from bknumba import verify
+
+    sizes, scipy_max = (["9", "24"], "12") if SIM else (["1000", "100000"], "2048")
+    assert verify.main(["--sizes", *sizes, "--rows", "2", "--scipy-max-n", scipy_max,
+                        "--device", "cuda"]) == 0
+    text = capsys.readouterr().out
+    assert "scipy" in text and "longdouble" in text and "0 failed" in text
