@@ -144,6 +144,23 @@ def test_multilevel_scan(monkeypatch, method):
     assert _err(g, ref) < 1e-12
 
 
+@pytest.mark.parametrize("chunk", [3, 5])
+def test_chunk_not_dividing_the_block(monkeypatch, chunk):
+    """Chunk lengths that do not divide the block's threads: the staged slots are
+    computed per position, not stepped (``sequence.slot``); fused and two-pass rows."""
+    monkeypatch.setitem(options, "chunk", chunk)
+    rng = np.random.default_rng(7)
+    for batch, n in ([(5, 13), (2, 40), (1, 70)] if SIM else [(300, 33), (64, 1000), (3, 5000)]):
+        a, b, c, z = _inputs(batch, n)
+        for method in ("ratio", "theta_phi"):
+            g = _full(a, b, c, z, method, "sequence")
+            assert _err(g, bknumba.bk_core(a, b, c, z, method=method, device="cpu")) < 1e-12
+        mask = rng.random((batch, n)) >= 0.4
+        g = _sparse(a, b, c, mask, z, "local", "ratio", "sequence")
+        ref = bknumba.sparse_bk_core(a, b, c, mask, z, semantics="local", device="cpu")
+        assert _err(g, ref) < 1e-12, (batch, n)
+
+
 def test_one_row_squeezed_and_scalar_offdiagonals():
     n = 37 if SIM else 20_000
     a = -2.0 + np.linspace(-1, 1, n)
