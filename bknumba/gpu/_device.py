@@ -154,7 +154,8 @@ def write_mat(arr, o, m00, m01, m10, m11, c):
 @cuda.jit(device=True, inline=True)
 def read_vec(arr, o):
     """Vector stored as 5 float64 at ``arr[o:o + 5]``."""
-    return complex(arr[ix(o)], arr[ix(o + 1)]), complex(arr[ix(o + 2)], arr[ix(o + 3)]), arr[ix(o + 4)]
+    return (complex(arr[ix(o)], arr[ix(o + 1)]), complex(arr[ix(o + 2)], arr[ix(o + 3)]),
+            arr[ix(o + 4)])
 
 
 @cuda.jit(device=True, inline=True)
