@@ -315,7 +315,7 @@ def _vmag(nr, ni, cr, ci):
 @njit(error_model="numpy", **serial_jit_kwargs())
 def theta_phi_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, th, lane, proto, fin_out,
                         rec_mask=None, combine_mask=None):
-    """:func:`theta_phi_tile` for the full problem (no masks, ``G`` only) on rows
+    """:func:`theta_phi_tile` (``G`` only, not the continuants) on rows
     ``r0 .. r0 + W - 1``, ``W = len(proto)``, the rows in the lanes of vector
     registers (:mod:`bknumba.cpu.simd`): the same operations in the same order,
     so the same bits.

@@ -27,7 +27,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import config, cuda, uint64
+from numba import cuda, uint64
 
 SHIFT = 200
 BIG = 2.0 ** SHIFT
@@ -167,25 +167,12 @@ def write_vec(arr, o, x, y, c):
     arr[ix(o + 4)] = c
 
 
-if config.ENABLE_CUDASIM:
-    @cuda.jit(device=True, inline=True)
-    def rcp(m):
-        """``1 / m`` (the select keeps Python floats from raising ZeroDivisionError)."""
-        return 1.0 / m if m != 0.0 else math.inf
-else:
-    from numba.cuda import libdevice as _libdevice
-
-    @cuda.jit(device=True, inline=True)
-    def rcp(m):
-        """``1 / m``, correctly rounded (the same bits as ``1.0 / m``, ``inf`` for 0) by
-        the reciprocal instruction sequence, shorter than a general division."""
-        return _libdevice.drcp_rn(m)
-
-
 @cuda.jit(device=True, inline=True)
 def inv(x):
     """``1 / x`` in real arithmetic (``conj(x) / |x|^2``); inf/nan for x = 0."""
-    s = rcp(x.real * x.real + x.imag * x.imag)
+    m = x.real * x.real + x.imag * x.imag
+    # the select keeps the simulator (Python floats) from raising ZeroDivisionError
+    s = 1.0 / m if m != 0.0 else math.inf
     return complex(x.real * s, -x.imag * s)
 
 

@@ -70,14 +70,20 @@ _MAP = 18  # forward map (9 float64) + backward map (9)
 _CAR = 10  # forward carry vector (5) + backward carry vector (5)
 
 
+def _maps_share(chunk: int, theta: bool) -> bool:
+    """Whether a thread's chunk maps (``_MAP`` float64) fit in its slots of the
+    re-run's ``L`` / ``G`` (and theta's counts), which they then share: the maps
+    are dead once the re-run writes there (a ``syncthreads`` lies between)."""
+    return (chunk + 1) * (3 if theta else 2) >= _MAP
+
+
 def segment_threads(tpb: int, chunk: int, cplx_a: bool, cplx_k: bool, theta: bool,
                     masked: bool) -> int:
     """Threads per block of the segment kernels: ``<= tpb``, a power of two,
     within the shared-memory budget."""
     per_slot = (16 if cplx_a else 8) + (16 if cplx_k else 8) + (1 if masked else 0)
-    # the chunk maps share their space with L / G (and theta's counts): dead by then
     lg = (chunk + 1) * (24 if theta else 16)
-    per_thread = (chunk + 1) * per_slot + (lg if lg >= _MAP * 8 else lg + _MAP * 8) + 24
+    per_thread = (chunk + 1) * per_slot + lg + (0 if _maps_share(chunk, theta) else _MAP * 8) + 24
     t = 1
     while t * 2 <= tpb and t * 2 * per_thread <= SHARED_BUDGET:
         t *= 2
@@ -114,9 +120,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
     O_LR = O_KI + SKI
     O_LI = O_LR + SL
     O_C = O_LI + SL
-    # the chunk maps are dead once the re-run writes L / G and theta's counts (a
-    # syncthreads lies between): they share that space when it is large enough
-    O_MAP = O_LR if O_C + SC - O_LR >= T * _MAP else O_C + SC
+    O_MAP = O_LR if mode != 1 and _maps_share(C, theta) else O_C + SC
     O_ROW = max(O_C + SC, O_MAP + T * _MAP)
     O_M8 = (O_ROW + T * 3) * 8
 
