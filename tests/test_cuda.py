@@ -16,6 +16,8 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import bknumba
 from bknumba.errors import SingularResolventError
@@ -159,6 +161,33 @@ def test_chunk_not_dividing_the_block(monkeypatch, chunk):
         g = _sparse(a, b, c, mask, z, "local", "ratio", "sequence")
         ref = bknumba.sparse_bk_core(a, b, c, mask, z, semantics="local", device="cpu")
         assert _err(g, ref) < 1e-12, (batch, n)
+
+
+_finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@pytest.mark.skipif(not SIM, reason="device functions are called from Python in the simulator")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_finite, min_size=8, max_size=8), st.integers(-3, 3))
+def test_renorm_rows_equals_renorm4_bit_for_bit(parts, count):
+    """The chunk maps' rescaling with the second row's magnitude carried
+    (``_device.renorm_rows``) gives the entries and count of the full test
+    (``renorm4``) bit for bit, and returns the first row's magnitude after it,
+    over the whole float64 range (subnormals, zeros, both overflow directions)."""
+    from bknumba.gpu import _device as dv
+
+    n00, n01, m00, m01 = (complex(parts[i], parts[i + 1]) for i in range(0, 8, 2))
+    s1 = dv.mx(m00) if dv.mx(m00) > dv.mx(m01) else dv.mx(m01)
+    got = dv.renorm_rows(n00, n01, m00, m01, float(count), s1)
+    want = dv.renorm4(n00, n01, m00, m01, float(count))
+
+    def bits(vals):
+        return np.array([v for x in vals for v in ((x.real, x.imag) if isinstance(x, complex)
+                                                  else (x,))]).view(np.int64).tolist()
+
+    assert bits(got[:5]) == bits(want)
+    r0, r1 = got[0], got[1]
+    assert got[5] == (dv.mx(r0) if dv.mx(r0) > dv.mx(r1) else dv.mx(r1))
 
 
 def test_one_row_squeezed_and_scalar_offdiagonals():

@@ -45,8 +45,11 @@ The kernels are bound by the instructions they issue and by how many warps
 fit on an SM (BENCHMARKS.md, section 3), so: the chunk maps share their
 shared-memory space with the re-run's values (dead by then), real factors
 multiply complex values as two products (:func:`~bknumba.gpu._device.rmul`),
-staged slots are stepped rather than divided out, and shared-memory indices
-are unsigned (:func:`~bknumba.gpu._device.ix`: no negative-index code).
+staged slots are stepped rather than divided out, shared-memory indices
+are unsigned (:func:`~bknumba.gpu._device.ix`: no negative-index code), and
+the chunk-map loops take two steps per iteration (the map's rows change places
+without register copies), each testing the magnitude of its new row only
+(:func:`~bknumba.gpu._device.renorm_rows`).
 """
 from __future__ import annotations
 
@@ -141,6 +144,26 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
             sk_im[dv.ix(q)] = y.imag
         if masked:
             sm[dv.ix(q)] = m
+
+    @cuda.jit(device=True, inline=True)
+    def map_step(sa_re, sa_im, sk_re, sk_im, q, zz, kk, tau, drop, bal, m00, m01, m10, m11, mc,
+                 s1):
+        """One step of a chunk map at slot ``q``: the new first row is ``d * row0 - kk *
+        row1`` (``d * row0`` when ``drop``), the second row the old first times ``tau``
+        (balancing), rescaled (:func:`~bknumba.gpu._device.renorm_rows`; ``s1`` is the
+        magnitude of the first row, as returned for it)."""
+        d = ld_a(sa_re, sa_im, q) - zz
+        if drop:
+            n00 = d * m00
+            n01 = d * m01
+        else:
+            n00 = d * m00 - kmul(kk, m10)
+            n01 = d * m01 - kmul(kk, m11)
+        if bal:
+            m00 = dv.rmul(tau, m00)
+            m01 = dv.rmul(tau, m01)
+            s1 = s1 * tau
+        return dv.renorm_rows(n00, n01, m00, m01, mc, s1)
 
     @cuda.jit
     def kern(a, k, z, mask, out, bad, mc, thn, th, ph, n, nc, group, rtol2):
@@ -269,44 +292,55 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         g11 = 1.0 + 0j
         gc = 0.0
         if active:
-            # forward step at p: [[d[p], -k[p-1] / t[p-1]], [t[p], 0]]
+            # forward step at p: [[d[p], -k[p-1] / t[p-1]], [t[p], 0]]; two steps per
+            # iteration, so that the rows change places without register copies
             kt = kt_in
-            for i in range(nv):
+            mf = 1.0  # magnitude of the first row (dv.renorm_rows)
+            i = 0
+            while i < nv:
                 q = base + i
-                d = ld_a(sa_re, sa_im, q) - zz
                 kt_next, tau = dv.balance_if(ld_k(sk_re, sk_im, q), bal)
-                if rec and sm[dv.ix(q)] == 0:
-                    n00 = d * f00
-                    n01 = d * f01
-                else:
-                    n00 = d * f00 - kmul(kt, f10)
-                    n01 = d * f01 - kmul(kt, f11)
-                if bal:
-                    f00 = dv.rmul(tau, f00)
-                    f01 = dv.rmul(tau, f01)
-                f00, f01, f10, f11, fc = dv.renorm4(n00, n01, f00, f01, fc)
+                f00, f01, f10, f11, fc, mf = map_step(
+                    sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau, rec and sm[dv.ix(q)] == 0, bal,
+                    f00, f01, f10, f11, fc, mf)
                 kt = kt_next
+                if i + 1 < nv:
+                    q = q + 1
+                    kt_next, tau = dv.balance_if(ld_k(sk_re, sk_im, q), bal)
+                    f00, f01, f10, f11, fc, mf = map_step(
+                        sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau, rec and sm[dv.ix(q)] == 0,
+                        bal, f00, f01, f10, f11, fc, mf)
+                    kt = kt_next
+                i += 2
             # backward step at p: [[d[p], -k[p] / t[p]], [t[p-1], 0]]
             kt = kt_out
-            for i in range(nv - 1, -1, -1):
+            mg = 1.0
+            i = nv - 1
+            while i >= 0:
                 q = base + i
-                d = ld_a(sa_re, sa_im, q) - zz
                 if i > 0:
                     kt_prev, tau = dv.balance_if(ld_k(sk_re, sk_im, q - 1), bal)
                 else:
                     kt_prev = kt_in
                     tau = tau_in
-                if s + i == n - 1 or (rec and sm[dv.ix(q)] == 0):
-                    n00 = d * g00
-                    n01 = d * g01
-                else:
-                    n00 = d * g00 - kmul(kt, g10)
-                    n01 = d * g01 - kmul(kt, g11)
-                if bal:
-                    g00 = dv.rmul(tau, g00)
-                    g01 = dv.rmul(tau, g01)
-                g00, g01, g10, g11, gc = dv.renorm4(n00, n01, g00, g01, gc)
+                g00, g01, g10, g11, gc, mg = map_step(
+                    sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau,
+                    s + i == n - 1 or (rec and sm[dv.ix(q)] == 0), bal,
+                    g00, g01, g10, g11, gc, mg)
                 kt = kt_prev
+                if i > 0:
+                    i -= 1
+                    q = q - 1
+                    if i > 0:
+                        kt_prev, tau = dv.balance_if(ld_k(sk_re, sk_im, q - 1), bal)
+                    else:
+                        kt_prev = kt_in
+                        tau = tau_in
+                    g00, g01, g10, g11, gc, mg = map_step(
+                        sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau, rec and sm[dv.ix(q)] == 0,
+                        bal, g00, g01, g10, g11, gc, mg)
+                    kt = kt_prev
+                i -= 1
             dv.write_mat(smap, o, f00, f01, f10, f11, fc)
             dv.write_mat(smap, o + 9, g00, g01, g10, g11, gc)
 
