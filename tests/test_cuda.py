@@ -169,25 +169,32 @@ _finite = st.floats(allow_nan=False, allow_infinity=False)
 @pytest.mark.skipif(not SIM, reason="device functions are called from Python in the simulator")
 @settings(max_examples=300, deadline=None)
 @given(st.lists(_finite, min_size=8, max_size=8), st.integers(-3, 3))
-def test_renorm_rows_equals_renorm4_bit_for_bit(parts, count):
+def test_renorm_rows_rescales_like_a_plain_loop(parts, count):
     """The chunk maps' rescaling with the second row's magnitude carried
-    (``_device.renorm_rows``) gives the entries and count of the full test
-    (``renorm4``) bit for bit, and returns the first row's magnitude after it,
-    over the whole float64 range (subnormals, zeros, both overflow directions)."""
+    (``_device.renorm_rows``, and ``renorm4`` built on it) against a plain NumPy
+    loop over the eight parts, bit for bit, over the whole float64 range
+    (subnormals, zeros, both directions); it also returns the first row's
+    magnitude after rescaling."""
     from bknumba.gpu import _device as dv
 
     n00, n01, m00, m01 = (complex(parts[i], parts[i + 1]) for i in range(0, 8, 2))
-    s1 = dv.mx(m00) if dv.mx(m00) > dv.mx(m01) else dv.mx(m01)
-    got = dv.renorm_rows(n00, n01, m00, m01, float(count), s1)
-    want = dv.renorm4(n00, n01, m00, m01, float(count))
+    v = np.array(parts, dtype=np.float64)
+    s, c = np.abs(v).max(), float(count)
+    while dv.BIG < s <= dv.MAXF:
+        v, s, c = v * dv.SMALL, s * dv.SMALL, c + 1.0
+    while 0.0 < s < dv.SMALL:
+        v, s, c = v * dv.BIG, s * dv.BIG, c - 1.0
 
     def bits(vals):
         return np.array([v for x in vals for v in ((x.real, x.imag) if isinstance(x, complex)
                                                   else (x,))]).view(np.int64).tolist()
 
-    assert bits(got[:5]) == bits(want)
-    r0, r1 = got[0], got[1]
-    assert got[5] == (dv.mx(r0) if dv.mx(r0) > dv.mx(r1) else dv.mx(r1))
+    want = bits([complex(v[i], v[i + 1]) for i in range(0, 8, 2)] + [c])
+    got = dv.renorm_rows(n00, n01, m00, m01, float(count), max(abs(parts[4]), abs(parts[6]),
+                                                                abs(parts[5]), abs(parts[7])))
+    assert bits(got[:5]) == want
+    assert got[5] == max(abs(got[0].real), abs(got[0].imag), abs(got[1].real), abs(got[1].imag))
+    assert bits(dv.renorm4(n00, n01, m00, m01, float(count))) == want
 
 
 def test_one_row_squeezed_and_scalar_offdiagonals():

@@ -99,35 +99,13 @@ def renorm2(x, y, c):
 
 
 @cuda.jit(device=True, inline=True)
-def renorm4(m00, m01, m10, m11, c):
-    """Rescale a 2x2 matrix by powers of 2**SHIFT into range (infinite entries: as
-    in :func:`renorm2`)."""
-    s = fmax(fmax(mx(m00), mx(m01)), fmax(mx(m10), mx(m11)))
-    while s > BIG and s <= MAXF:
-        m00 = rmul(SMALL, m00)
-        m01 = rmul(SMALL, m01)
-        m10 = rmul(SMALL, m10)
-        m11 = rmul(SMALL, m11)
-        s = s * SMALL
-        c += 1.0
-    while s < SMALL and s > 0.0:
-        m00 = rmul(BIG, m00)
-        m01 = rmul(BIG, m01)
-        m10 = rmul(BIG, m10)
-        m11 = rmul(BIG, m11)
-        s = s * BIG
-        c -= 1.0
-    return m00, m01, m10, m11, c
-
-
-@cuda.jit(device=True, inline=True)
 def renorm_rows(n00, n01, m00, m01, c, s1):
-    """:func:`renorm4` of the matrix with rows ``(n00, n01)`` and ``(m00, m01)`` when
-    ``s1 = max(mx(m00), mx(m01))`` is known (a chunk-map step: the second row is the
-    previous step's first, whose magnitude that step returned). Returns the
-    rescaled entries, the count and ``max(mx(n00), mx(n01))`` after rescaling
-    (exact: a power-of-two scaling commutes with ``max`` and ``abs``), the same
-    entries bit for bit as :func:`renorm4` with a third of its magnitude tests."""
+    """Rescale the 2x2 matrix with rows ``(n00, n01)`` and ``(m00, m01)`` by powers of
+    2**SHIFT into range (as :func:`renorm4`) when ``s1 = max(mx(m00), mx(m01))`` is
+    already known (a chunk-map step: the second row is the previous step's first,
+    whose magnitude that step returned; a third of the magnitude tests). Returns
+    the rescaled entries, the count and ``max(mx(n00), mx(n01))`` after rescaling
+    (exact: a power-of-two scaling commutes with ``max`` and ``abs``)."""
     s0 = fmax(mx(n00), mx(n01))
     s = fmax(s0, s1)
     while s > BIG and s <= MAXF:
@@ -147,6 +125,14 @@ def renorm_rows(n00, n01, m00, m01, c, s1):
         s0 = s0 * BIG
         c -= 1.0
     return n00, n01, m00, m01, c, s0
+
+
+@cuda.jit(device=True, inline=True)
+def renorm4(m00, m01, m10, m11, c):
+    """Rescale a 2x2 matrix by powers of 2**SHIFT into range (infinite entries: as
+    in :func:`renorm2`)."""
+    m00, m01, m10, m11, c, _ = renorm_rows(m00, m01, m10, m11, c, fmax(mx(m10), mx(m11)))
+    return m00, m01, m10, m11, c
 
 
 @cuda.jit(device=True, inline=True)

@@ -165,6 +165,14 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
             s1 = s1 * tau
         return dv.renorm_rows(n00, n01, m00, m01, mc, s1)
 
+    @cuda.jit(device=True, inline=True)
+    def left_coupling(sk_re, sk_im, q, i, kt_in, tau_in, bal):
+        """The balanced coupling ``k[p-1]`` of the chunk's ``i``-th position (slot ``q``)
+        and its scale: staged at ``q - 1``, or the chunk's incoming one at ``i = 0``."""
+        if i > 0:
+            return dv.balance_if(ld_k(sk_re, sk_im, q - 1), bal)
+        return kt_in, tau_in
+
     @cuda.jit
     def kern(a, k, z, mask, out, bad, mc, thn, th, ph, n, nc, group, rtol2):
         # one dynamic shared buffer (sizes are compile-time constants; numba
@@ -318,11 +326,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
             i = nv - 1
             while i >= 0:
                 q = base + i
-                if i > 0:
-                    kt_prev, tau = dv.balance_if(ld_k(sk_re, sk_im, q - 1), bal)
-                else:
-                    kt_prev = kt_in
-                    tau = tau_in
+                kt_prev, tau = left_coupling(sk_re, sk_im, q, i, kt_in, tau_in, bal)
                 g00, g01, g10, g11, gc, mg = map_step(
                     sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau,
                     s + i == n - 1 or (rec and sm[dv.ix(q)] == 0), bal,
@@ -331,11 +335,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 if i > 0:
                     i -= 1
                     q = q - 1
-                    if i > 0:
-                        kt_prev, tau = dv.balance_if(ld_k(sk_re, sk_im, q - 1), bal)
-                    else:
-                        kt_prev = kt_in
-                        tau = tau_in
+                    kt_prev, tau = left_coupling(sk_re, sk_im, q, i, kt_in, tau_in, bal)
                     g00, g01, g10, g11, gc, mg = map_step(
                         sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau, rec and sm[dv.ix(q)] == 0,
                         bal, g00, g01, g10, g11, gc, mg)
