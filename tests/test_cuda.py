@@ -190,8 +190,7 @@ def test_renorm_rows_rescales_like_a_plain_loop(parts, count):
                                                   else (x,))]).view(np.int64).tolist()
 
     want = bits([complex(v[i], v[i + 1]) for i in range(0, 8, 2)] + [c])
-    got = dv.renorm_rows(n00, n01, m00, m01, float(count), max(abs(parts[4]), abs(parts[6]),
-                                                                abs(parts[5]), abs(parts[7])))
+    got = dv.renorm_rows(n00, n01, m00, m01, float(count), max(map(abs, parts[4:])))
     assert bits(got[:5]) == want
     assert got[5] == max(abs(got[0].real), abs(got[0].imag), abs(got[1].real), abs(got[1].imag))
     assert bits(dv.renorm4(n00, n01, m00, m01, float(count))) == want

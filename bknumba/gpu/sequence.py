@@ -166,12 +166,32 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         return dv.renorm_rows(n00, n01, m00, m01, mc, s1)
 
     @cuda.jit(device=True, inline=True)
-    def left_coupling(sk_re, sk_im, q, i, kt_in, tau_in, bal):
-        """The balanced coupling ``k[p-1]`` of the chunk's ``i``-th position (slot ``q``)
-        and its scale: staged at ``q - 1``, or the chunk's incoming one at ``i = 0``."""
+    def fwd_step(sa_re, sa_im, sk_re, sk_im, sm, q, zz, kt, bal, f00, f01, f10, f11, fc, mf):
+        """Forward chunk-map step at slot ``q`` (:func:`map_step` with the coupling
+        ``kt`` of the position before); returns the balanced coupling of this
+        position for the next step, and the map."""
+        kt_next, tau = dv.balance_if(ld_k(sk_re, sk_im, q), bal)
+        f00, f01, f10, f11, fc, mf = map_step(sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau,
+                                              rec and sm[dv.ix(q)] == 0, bal,
+                                              f00, f01, f10, f11, fc, mf)
+        return kt_next, f00, f01, f10, f11, fc, mf
+
+    @cuda.jit(device=True, inline=True)
+    def bwd_step(sa_re, sa_im, sk_re, sk_im, sm, q, i, last, zz, kt, kt_in, tau_in, bal,
+                 g00, g01, g10, g11, gc, mg):
+        """Backward chunk-map step at the chunk's ``i``-th position (slot ``q``; ``last``:
+        the row's last position, which has no coupling to the right); returns the
+        balanced coupling ``k[p-1]`` (staged at ``q - 1``, or the chunk's incoming
+        one at ``i = 0``) for the next step, and the map."""
         if i > 0:
-            return dv.balance_if(ld_k(sk_re, sk_im, q - 1), bal)
-        return kt_in, tau_in
+            kt_prev, tau = dv.balance_if(ld_k(sk_re, sk_im, q - 1), bal)
+        else:
+            kt_prev = kt_in
+            tau = tau_in
+        g00, g01, g10, g11, gc, mg = map_step(sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau,
+                                              last or (rec and sm[dv.ix(q)] == 0), bal,
+                                              g00, g01, g10, g11, gc, mg)
+        return kt_prev, g00, g01, g10, g11, gc, mg
 
     @cuda.jit
     def kern(a, k, z, mask, out, bad, mc, thn, th, ph, n, nc, group, rtol2):
@@ -307,40 +327,28 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
             i = 0
             while i < nv:
                 q = base + i
-                kt_next, tau = dv.balance_if(ld_k(sk_re, sk_im, q), bal)
-                f00, f01, f10, f11, fc, mf = map_step(
-                    sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau, rec and sm[dv.ix(q)] == 0, bal,
-                    f00, f01, f10, f11, fc, mf)
-                kt = kt_next
+                kt, f00, f01, f10, f11, fc, mf = fwd_step(
+                    sa_re, sa_im, sk_re, sk_im, sm, q, zz, kt, bal, f00, f01, f10, f11, fc, mf)
                 if i + 1 < nv:
-                    q = q + 1
-                    kt_next, tau = dv.balance_if(ld_k(sk_re, sk_im, q), bal)
-                    f00, f01, f10, f11, fc, mf = map_step(
-                        sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau, rec and sm[dv.ix(q)] == 0,
-                        bal, f00, f01, f10, f11, fc, mf)
-                    kt = kt_next
+                    kt, f00, f01, f10, f11, fc, mf = fwd_step(
+                        sa_re, sa_im, sk_re, sk_im, sm, q + 1, zz, kt, bal,
+                        f00, f01, f10, f11, fc, mf)
                 i += 2
-            # backward step at p: [[d[p], -k[p] / t[p]], [t[p-1], 0]]
+            # backward step at p: [[d[p], -k[p] / t[p]], [t[p-1], 0]]; two steps per
+            # iteration (only the first can be the row's last position)
             kt = kt_out
             mg = 1.0
             i = nv - 1
             while i >= 0:
                 q = base + i
-                kt_prev, tau = left_coupling(sk_re, sk_im, q, i, kt_in, tau_in, bal)
-                g00, g01, g10, g11, gc, mg = map_step(
-                    sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau,
-                    s + i == n - 1 or (rec and sm[dv.ix(q)] == 0), bal,
-                    g00, g01, g10, g11, gc, mg)
-                kt = kt_prev
+                kt, g00, g01, g10, g11, gc, mg = bwd_step(
+                    sa_re, sa_im, sk_re, sk_im, sm, q, i, s + i == n - 1, zz, kt, kt_in, tau_in,
+                    bal, g00, g01, g10, g11, gc, mg)
                 if i > 0:
-                    i -= 1
-                    q = q - 1
-                    kt_prev, tau = left_coupling(sk_re, sk_im, q, i, kt_in, tau_in, bal)
-                    g00, g01, g10, g11, gc, mg = map_step(
-                        sa_re, sa_im, sk_re, sk_im, q, zz, kt, tau, rec and sm[dv.ix(q)] == 0,
-                        bal, g00, g01, g10, g11, gc, mg)
-                    kt = kt_prev
-                i -= 1
+                    kt, g00, g01, g10, g11, gc, mg = bwd_step(
+                        sa_re, sa_im, sk_re, sk_im, sm, q - 1, i - 1, False, zz, kt, kt_in,
+                        tau_in, bal, g00, g01, g10, g11, gc, mg)
+                i -= 2
             dv.write_mat(smap, o, f00, f01, f10, f11, fc)
             dv.write_mat(smap, o + 9, g00, g01, g10, g11, gc)
 
