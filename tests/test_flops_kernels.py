@@ -112,6 +112,8 @@ def _instrumented(module, names):
     """Python versions of ``module``'s njit functions, literals counting."""
     env = dict(vars(module))
     env["CF"] = CF
+    # a fused multiply-add counts as the multiply and the add it performs
+    env["fma"] = lambda x, y, w: x * y + w
     for key in ("_BIG", "_SMALL"):
         if key in env:
             env[key] = CF(env[key])
@@ -143,7 +145,7 @@ def _run_counted(method, a, k, z, rec_mask, combine_mask):
     for key in COUNT:
         COUNT[key] = 0
     if method == "ratio":
-        env = _instrumented(ratio_mod, ["ratio_tile"])
+        env = _instrumented(ratio_mod, ["ratio_tile", "fast_row", "_full_coupling"])
         scratch = [np.empty((n, 1), dtype=object) for _ in range(2)]
         lane = np.empty((8, 1), dtype=object)
         env["ratio_tile"](ao, ko, zo, 0, 1, rec_mask, combine_mask, out, first_bad, rtol2,

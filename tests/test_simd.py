@@ -15,6 +15,7 @@ import bknumba
 from bknumba._config import simd_width
 from bknumba.cpu import ratio, theta_phi
 from bknumba.cpu.simd import host_width, lanes
+from bknumba.reference import bk_core_banded, relative_error
 
 WIDTHS = (2, 4, 8, 16)
 
@@ -121,6 +122,37 @@ def test_theta_phi_carried_magnitudes_stay_in_range(scale):
     assert np.max(np.abs(g - g_ratio)) <= 1e-11 * np.max(np.abs(g_ratio))
 
 
+@pytest.mark.parametrize("width", WIDTHS)
+def test_full_recursions_order_of_operations_follows_the_range_of_k(width):
+    """The full ratio recursions compute ``k conj(P)`` first only in rows whose
+    ``max(|Re k|, |Im k|)`` stays in ``[K_LO, K_HI]`` (ratio.fast_row); a row with one
+    entry outside, real or imaginary part, at any position, takes the reciprocal
+    first. SIMD tiles holding both kinds of rows (redone one by one) and the
+    remainder rows give the scalar tiles' bits, and every row is accurate."""
+    rng = np.random.default_rng(11)
+    n = 24
+    lo, hi = ratio.K_LO, ratio.K_HI
+    entries = [None, lo, hi, np.nextafter(lo, 0), np.nextafter(hi, np.inf), 1j * lo,
+               1j * np.nextafter(hi, np.inf), 0.0]
+    inside = [True, True, True, False, False, True, False, False]
+    batch = 3 * width + 3
+    a, k, z = _problem(rng, batch, n, True, True)
+    want = np.ones(batch, dtype=bool)
+    for r in range(batch):
+        e = r % len(entries)
+        if entries[e] is not None:
+            k[r, (5 * r) % (n - 1)] = entries[e]
+        want[r] = inside[e]
+    assert [bool(ratio.fast_row(k, r)) for r in range(batch)] == list(want)
+    assert want.any() and (~want).any()
+    g, bad = _simd(a, k, z, width)
+    g0, bad0 = _scalar(a, k, z)
+    assert _same_bits(g, g0) and np.array_equal(bad, bad0) and (bad == n).all()
+    for r in range(batch):
+        ref = bk_core_banded(a[r], k[r], 1.0, z[r])
+        assert relative_error(g[r], ref).max() <= 1e-12
+
+
 @pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("width", WIDTHS)
 def test_simd_tiles_report_the_same_first_bad_pivot(width, method):
@@ -195,7 +227,11 @@ def test_simd_local_tiles_equal_local_rows_bit_for_bit(batch, n, cplx_a, cplx_k,
     rng = np.random.default_rng(seed)
     a, k, z = _problem(rng, batch, n, cplx_a, cplx_k)
     mask = rng.random((batch, n)) < density
-    g0, bad0 = ratio.run_local(a, k, z, mask, simd=False)
+    # the row kernel itself (run_local sends a mask without a masked position to
+    # the full kernels, checked below)
+    g0 = np.full((batch, n), np.nan + 0j)
+    bad0 = np.full(batch, -7, dtype=np.int64)
+    ratio._local_driver_serial(a, k, z, mask, g0, bad0, 1e-26, 2)
     if n >= 2:
         out = np.full((batch, n), np.nan + 0j)
         bad = np.full(batch, -7, dtype=np.int64)
@@ -207,8 +243,14 @@ def test_simd_local_tiles_equal_local_rows_bit_for_bit(batch, n, cplx_a, cplx_k,
     ratio._ratio_simd_driver_serial(a, k, z, mask, out, bad, 1e-26, 2, lanes(width),
                                     np.empty(batch), mask)
     assert _same_bits(out, g0) and np.array_equal(bad, bad0)
+    g1, bad1 = ratio.run_local(a, k, z, mask, simd=False)
     g, bad = ratio.run_local(a, k, z, mask)  # the public path (any N)
-    assert _same_bits(g, g0) and np.array_equal(bad, bad0)
+    assert _same_bits(g, g1) and np.array_equal(bad, bad1)
+    if mask.all():  # the full kernels' bits
+        g2, bad2 = _scalar(a, k, z, "ratio")
+        assert _same_bits(g, g2) and np.array_equal(bad, bad2)
+    else:
+        assert _same_bits(g, g0) and np.array_equal(bad, bad0)
 
 
 @pytest.mark.parametrize("width", [4, 8])

@@ -19,6 +19,19 @@ Complex arithmetic is written out in real arithmetic: a reciprocal is
 ``conj(y) / |y|^2``, which vectorises, avoids Numba's branching complex
 division and lets the pivot test be explicit (``bk-core.md`` section 7).
 
+Two orders of operations for the coupling ``q = k / P`` (``P`` the previous
+pivot). The full recursions (no recursion mask: the full problem and the
+"exact" semantics) compute ``(k conj(P)) * (1 / |P|^2)``: the product with ``k``
+runs beside the division, so each step's dependency chain is ``|P|^2``, the
+division, one product and one subtraction (1.04-1.23x faster on the SIMD tiles
+than the reciprocal first, BENCHMARKS.md section 1). ``k conj(P)`` stays a normal float64 only while
+``|k|`` is moderate (see :data:`K_LO`), so a row whose ``k`` leaves that range,
+and the sparse "local" recursions, whose coupling may divide by a masked
+neighbour's ``d``, take the reciprocal first: ``k * (conj(P) / |P|^2)``, exact
+for pivots from 1.5e-154 to 1.3e154 whatever ``k``. :func:`fast_row` decides,
+per row; every kernel applies the same rule, so a row's bits do not depend on
+the kernel that computed it.
+
 Sparse work (``mask`` not None) skips, at a masked position, the coupling
 term (and the reciprocal it would need); with ``combine_mask`` the combine
 step and the write of ``G`` are skipped at masked positions.
@@ -32,9 +45,10 @@ from numba import njit, prange
 from .._config import (options, parallel_jit_kwargs, pick_driver, serial_jit_kwargs, serial_twin,
                        simd_width)
 from ._chunks import chunk_tiles
-from .simd import (couple, diag, fin_acc, first_bad, flag_col, keep_where, lanes, put_c, put_c_at,
-                   put_rows, sel_eq, sel_gt, sel_lt, splat, vadd, vdiv, vload, vmax, vmin, vmul,
-                   vneg, vstore, vsub, z_lanes)
+from .simd import (col, col_couple, col_diag, col_fin, col_span, couple, diag, first_bad,
+                   flag_col, fma, keep_where, lanes, put_c, put_c_at, put_rows, sel_eq, sel_gt,
+                   sel_lt, splat, stash, unstash, vadd, vdiv, vfma, vload, vmax, vmin, vmul, vneg,
+                   vstore, vsub, z_lanes)
 
 __all__ = ["ratio_driver", "ratio_tile", "ratio_simd_tile", "ratio_simd_driver", "TINY"]
 
@@ -43,6 +57,35 @@ __all__ = ["ratio_driver", "ratio_tile", "ratio_simd_tile", "ratio_simd_driver",
 #: overflow (``|y| < 1.5e-154``). A squared magnitude that overflows makes the
 #: relative test ``|y|^2 <= rtol^2 * scale`` read ``inf <= inf``: reported too.
 TINY = float(np.finfo(np.float64).tiny)
+
+#: The full recursions compute ``k conj(P)`` before dividing by ``|P|^2`` when
+#: every ``k`` of the row has ``K_LO <= max(|Re k|, |Im k|) <= K_HI``
+#: (:func:`fast_row`). A pivot that is not reported has ``2**-511 <= |P| <
+#: 2**512.5`` (its square is at least TINY, and a square that overflows is
+#: reported unless ``|d|^2 + |q|^2`` stays below 2**1024), so ``k conj(P)`` is
+#: then a normal float64, at most 2**1013. Other rows take the reciprocal first.
+K_LO = 2.0 ** -500
+K_HI = 2.0 ** 500
+
+
+@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
+def fast_row(k, r):
+    """Whether row ``r`` of ``k`` suits the full recursions' order of operations
+    (:data:`K_LO`): the scalar twin of the SIMD tiles' per-lane
+    :func:`~bknumba.cpu.simd.col_span` (a NaN entry is skipped by both)."""
+    lo = np.inf
+    hi = 0.0
+    for i in range(k.shape[1]):
+        x = k[r, i]
+        m = abs(x.real)
+        mi = abs(x.imag)
+        if mi > m:
+            m = mi
+        if m < lo:
+            lo = m
+        if m > hi:
+            hi = m
+    return not (lo < K_LO) and not (hi > K_HI)
 
 
 @njit(inline="always", error_model="numpy", **serial_jit_kwargs())
@@ -56,6 +99,28 @@ def _coupling(pr, pi, kk):
     inv_re = pr * s
     inv_im = -pi * s
     return kk.real * inv_re - kk.imag * inv_im, kk.real * inv_im + kk.imag * inv_re, p2
+
+
+@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
+def _full_coupling(kk, pr, pi, s, dr, di):
+    """One step of the full recursions in :func:`ratio_tile`: ``x = d - q`` with
+    ``q = (k conj(P)) s``, ``s = 1 / |P|^2``; returns ``(x_re, x_im, |d|^2 + |q|^2)``
+    (the pivot test's scale). :func:`_full_step` is its SIMD twin."""
+    npi = -pi
+    tr = kk.real * pr - kk.imag * npi
+    ti = kk.real * npi + kk.imag * pr
+    qr = tr * s
+    qi = ti * s
+    return dr - qr, di - qi, fma(qi, qi, fma(qr, qr, fma(dr, dr, di * di)))
+
+
+@njit(inline="always", error_model="numpy", **serial_jit_kwargs())
+def _full_step(kv, pr, pi, s, dr, di):
+    """:func:`_full_coupling` on SIMD lanes (``kv`` a column of ``k``, :func:`col`)."""
+    tr, ti = col_couple(kv, pr, vneg(pi))
+    qr = vmul(tr, s)
+    qi = vmul(ti, s)
+    return vsub(dr, qr), vsub(di, qi), vfma(qi, qi, vfma(qr, qr, vfma(dr, dr, vmul(di, di))))
 
 
 @njit(error_model="numpy", **serial_jit_kwargs())
@@ -82,13 +147,16 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
     n = a.shape[1]
     zr = lane[0]
     zi = lane[1]
-    inv_re = lane[2]
+    inv_re = lane[2]  # 1 / R[i+1]; for a fast row R[i+1] itself
     inv_im = lane[3]
     bad = lane[4]
+    fast = lane[5]  # 1.0: the full recursions' order (fast_row), else 0.0
+    sr = lane[6]  # a fast row's 1 / |R[i+1]|^2
     for j in range(w):
         zr[j] = z[r0 + j].real
         zi[j] = z[r0 + j].imag
         bad[j] = n
+        fast[j] = 1.0 if rec_mask is None and fast_row(k, r0 + j) else 0.0
     if n == 0:
         for j in range(w):
             first_bad[r0 + j] = 0
@@ -107,27 +175,31 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
             x = a[r0 + j, i]
             dr = x.real - zr[j]
             di = x.imag - zi[j]
-            if rec_mask is not None and not rec_mask[r0 + j, i]:
-                lr = dr
-                li = di
-                scale = dr * dr + di * di
+            pr = left_re[i - 1, j]
+            pi = left_im[i - 1, j]
+            kk = k[r0 + j, i - 1]
+            if fast[j] != 0.0:
+                # q = (k conj(L[i-1])) / |L[i-1]|^2 (the SIMD tiles' full recursions)
+                lr, li, scale = _full_coupling(kk, pr, pi, 1.0 / fma(pr, pr, pi * pi), dr, di)
+                l2 = fma(lr, lr, li * li)
             else:
-                pr = left_re[i - 1, j]
-                pi = left_im[i - 1, j]
-                s = 1.0 / (pr * pr + pi * pi)
-                kk = k[r0 + j, i - 1]
-                # q = k * (1 / L[i-1]), the reciprocal first (see _coupling; written
-                # out: tests/test_flops_kernels.py re-runs this source to count FLOPs)
-                ir = pr * s
-                ii = -pi * s
-                qr = kk.real * ir - kk.imag * ii
-                qi = kk.real * ii + kk.imag * ir
-                lr = dr - qr
-                li = di - qi
-                scale = dr * dr + di * di + qr * qr + qi * qi
+                if rec_mask is not None and not rec_mask[r0 + j, i]:
+                    lr = dr
+                    li = di
+                    scale = dr * dr + di * di
+                else:
+                    s = 1.0 / (pr * pr + pi * pi)
+                    # q = k * (1 / L[i-1]), the reciprocal first (see _coupling)
+                    ir = pr * s
+                    ii = -pi * s
+                    qr = kk.real * ir - kk.imag * ii
+                    qi = kk.real * ii + kk.imag * ir
+                    lr = dr - qr
+                    li = di - qi
+                    scale = dr * dr + di * di + qr * qr + qi * qi
+                l2 = lr * lr + li * li
             left_re[i, j] = lr
             left_im[i, j] = li
-            l2 = lr * lr + li * li
             if l2 <= rtol2 * scale or l2 < TINY:
                 bad[j] = min(bad[j], i)
     # backward sweep: right pivots R[i], combined with L[i] on the fly
@@ -136,10 +208,14 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
             x = a[r0 + j, i]
             dr = x.real - zr[j]
             di = x.imag - zi[j]
+            fj = fast[j] != 0.0
             if i == n - 1 or (rec_mask is not None and not rec_mask[r0 + j, i]):
                 rr = dr
                 ri = di
                 scale = dr * dr + di * di
+            elif fj:
+                # q = (k conj(R[i+1])) / |R[i+1]|^2
+                rr, ri, scale = _full_coupling(k[r0 + j, i], inv_re[j], inv_im[j], sr[j], dr, di)
             else:
                 kk = k[r0 + j, i]
                 qr = kk.real * inv_re[j] - kk.imag * inv_im[j]
@@ -147,14 +223,19 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
                 rr = dr - qr
                 ri = di - qi
                 scale = dr * dr + di * di + qr * qr + qi * qi
-            m2 = rr * rr + ri * ri
+            m2 = fma(rr, rr, ri * ri) if fj else rr * rr + ri * ri
             if m2 <= rtol2 * scale or m2 < TINY:
                 bad[j] = min(bad[j], i)
             if i > 0 and (rec_mask is None or rec_mask[r0 + j, i - 1]):
-                # 1 / R[i] is needed by the next (coupled) step only
+                # 1 / R[i] (a fast row: R[i] and 1 / |R[i]|^2) for the next coupled step
                 s = 1.0 / m2
-                inv_re[j] = rr * s
-                inv_im[j] = -ri * s
+                if fj:
+                    sr[j] = s
+                    inv_re[j] = rr
+                    inv_im[j] = ri
+                else:
+                    inv_re[j] = rr * s
+                    inv_im[j] = -ri * s
             if combine_mask is not None and not combine_mask[r0 + j, i]:
                 out[r0 + j, i] = 0.0
             else:
@@ -162,8 +243,13 @@ def ratio_tile(a, k, z, r0, w, rec_mask, combine_mask, out, first_bad, rtol2,
                 li = left_im[i, j]
                 er = lr + rr - dr
                 ei = li + ri - di
-                e2 = er * er + ei * ei
-                if e2 <= rtol2 * (lr * lr + li * li + m2) or e2 < TINY:
+                if fj:
+                    e2 = fma(er, er, ei * ei)
+                    thr = rtol2 * fma(lr, lr, fma(li, li, m2))
+                else:
+                    e2 = er * er + ei * ei
+                    thr = rtol2 * (lr * lr + li * li + m2)
+                if e2 <= thr or e2 < TINY:
                     bad[j] = min(bad[j], i)
                 s = 1.0 / e2
                 out[r0 + j, i] = complex(er * s, -ei * s)
@@ -192,7 +278,7 @@ def ratio_driver(a, k, z, rec_mask, combine_mask, out, first_bad, rtol2, tile, c
 
 @njit(error_model="numpy", **serial_jit_kwargs())
 def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_mask, fin_out,
-                    rec_mask=None):
+                    fast_out, rec_mask=None):
     """:func:`ratio_tile` on rows ``r0 .. r0 + W - 1``, ``W = len(proto)``, with the
     rows in the lanes of vector registers
     (:mod:`bknumba.cpu.simd`). The same operations in the same order as
@@ -211,10 +297,15 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     only). The flags read in the forward sweep are kept in ``sl`` for the
     backward sweep.
 
-    ``sl`` : float64 scratch of at least ``3 W N`` (the left pivots, position-major,
-    then the ``rec_mask`` flags).
+    ``sl`` : float64 scratch of at least ``7 W N`` (position-major: the left pivots,
+    the ``rec_mask`` flags, then the columns of ``a`` and ``k`` as read by the forward
+    sweep, two slots of ``W`` per position, for the backward sweep).
     ``fin_out[r0 + j]`` : 0.0 if row ``r0 + j`` of ``a`` and ``k`` is finite, else NaN
     (:func:`~bknumba.cpu.simd.fin_acc`, accumulated in the forward sweep).
+    ``fast_out[j]`` : written 1.0 if lane ``j``'s row suits the full recursions'
+    order of operations (:func:`fast_row`), else 0.0: the caller must then redo
+    that row with :func:`ratio_tile` (without ``rec_mask`` only; with it every
+    lane is 1.0).
     """
     W = len(proto)
     n = a.shape[1]
@@ -222,6 +313,7 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
         for j in range(W):
             first_bad_out[r0 + j] = 0
             fin_out[r0 + j] = 0.0
+            fast_out[j] = 1.0
         return
     zr, zi = z_lanes(z, r0, proto)
     zero = splat(0.0, proto)
@@ -229,9 +321,14 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     one = splat(1.0, proto)
     r2 = splat(rtol2, proto)
     bad = splat(n, proto)
-    # forward sweep: left pivots L[i] into sl (position-major)
-    dr, di = diag(a, r0, 0, zr, zi, di0)
-    fin = fin_acc(zero, a, r0, 0)
+    # forward sweep: left pivots L[i] into sl (position-major); the columns of a and k
+    # read here are kept in sl too, for the backward sweep (vector loads, not gathers)
+    xa = 3 * W * n
+    xk = 5 * W * n
+    av = col(a, r0, 0, proto)
+    stash(sl, xa, av)
+    dr, di = col_diag(av, zr, zi, di0)
+    fin = col_fin(zero, av)
     lr = dr
     li = di
     minus1 = splat(-1.0, proto)
@@ -248,38 +345,51 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
     else:
         on_prev = one
         bad = nb
+    # the range of |k| (per lane) that decides whether the full recursions' order of
+    # operations is exact here (see K_LO); L[0]'s squared magnitude for their first step
+    klo = splat(np.inf, proto)
+    khi = zero
+    l2 = vfma(lr, lr, vmul(li, li))
     for i in range(1, n):
-        dr, di = diag(a, r0, i, zr, zi, di0)
-        fin = fin_acc(fin_acc(fin, a, r0, i), k, r0, i - 1)
-        p2 = vadd(vmul(lr, lr), vmul(li, li))
-        s = vdiv(one, p2)
-        qr, qi = couple(k, r0, i - 1, vmul(lr, s), vmul(vneg(li), s))
-        lr = vsub(dr, qr)
-        li = vsub(di, qi)
-        scale = vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi))
-        if rec_mask is not None:
+        av = col(a, r0, i, proto)
+        kv = col(k, r0, i - 1, proto)
+        stash(sl, xa + 2 * W * i, av)
+        stash(sl, xk + 2 * W * (i - 1), kv)
+        dr, di = col_diag(av, zr, zi, di0)
+        fin = col_fin(col_fin(fin, av), kv)
+        if rec_mask is None:
+            # q = (k conj(L[i-1])) / |L[i-1]|^2: the product with k runs beside the
+            # division, off the recursion's dependency chain (module docstring)
+            klo, khi = col_span(klo, khi, kv)
+            lr, li, scale = _full_step(kv, lr, li, vdiv(one, l2), dr, di)
+            l2 = vfma(lr, lr, vmul(li, li))
+            bad = first_bad(l2, vmul(r2, scale), splat(i, proto), bad)
+        else:
+            p2 = vadd(vmul(lr, lr), vmul(li, li))
+            s = vdiv(one, p2)
+            qr, qi = col_couple(kv, vmul(lr, s), vmul(vneg(li), s))
             on = flag_col(rec_mask, r0, i, proto)
             vstore(sl, fl + W * i, on)
-            lr = sel_gt(on, zero, lr, dr)
-            li = sel_gt(on, zero, li, di)
-            scale = sel_gt(on, zero, scale, vadd(vmul(dr, dr), vmul(di, di)))
-        nb = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), splat(i, proto), bad)
-        if rec_mask is not None:
+            lr = sel_gt(on, zero, vsub(dr, qr), dr)
+            li = sel_gt(on, zero, vsub(di, qi), di)
+            scale = sel_gt(on, zero,
+                           vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi)),
+                           vadd(vmul(dr, dr), vmul(di, di)))
+            nb = first_bad(vadd(vmul(lr, lr), vmul(li, li)), vmul(r2, scale), splat(i, proto), bad)
             # the masked neighbour's d, now divided by
             nb = sel_gt(on_prev, zero, nb, first_bad(p2, minus1, splat(i - 1, proto), nb))
             bad = sel_gt(on, zero, nb, bad)
             on_prev = on
-        else:
-            bad = nb
         vstore(sl, 2 * W * i, lr)
         vstore(sl, 2 * W * i + W, li)
     # backward sweep: right pivots R[i], combined with L[i] on the fly
-    dr, di = diag(a, r0, n - 1, zr, zi, di0)
+    dr, di = col_diag(unstash(sl, xa + 2 * W * (n - 1), a, proto), zr, zi, di0)
     rr = dr
     ri = di
     scale = vadd(vmul(dr, dr), vmul(di, di))
     ur = splat(0.0, proto)
     ui = ur
+    sr = one  # 1 / |R[i + 1]|^2 (the full recursion)
     m2 = one
     on = one
     for i in range(n - 1, -1, -1):
@@ -287,35 +397,42 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
             on_next = on  # the flags of position i + 1 (unused at i = N - 1)
             on = vload(sl, fl + W * i, proto)
         if i < n - 1:
-            dr, di = diag(a, r0, i, zr, zi, di0)
-            qr, qi = couple(k, r0, i, ur, ui)
-            rr = vsub(dr, qr)
-            ri = vsub(di, qi)
-            scale = vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)), vmul(qr, qr)), vmul(qi, qi))
-            if rec_mask is not None:
-                rr = sel_gt(on, zero, rr, dr)
-                ri = sel_gt(on, zero, ri, di)
-                scale = sel_gt(on, zero, scale, vadd(vmul(dr, dr), vmul(di, di)))
+            dr, di = col_diag(unstash(sl, xa + 2 * W * i, a, proto), zr, zi, di0)
+            kv = unstash(sl, xk + 2 * W * i, k, proto)
+            if rec_mask is None:
+                # q = (k conj(R[i+1])) / |R[i+1]|^2, as in the forward sweep
+                rr, ri, scale = _full_step(kv, rr, ri, sr, dr, di)
+            else:
+                qr, qi = col_couple(kv, ur, ui)
+                rr = sel_gt(on, zero, vsub(dr, qr), dr)
+                ri = sel_gt(on, zero, vsub(di, qi), di)
+                scale = sel_gt(on, zero, vadd(vadd(vadd(vmul(dr, dr), vmul(di, di)),
+                                                   vmul(qr, qr)), vmul(qi, qi)),
+                               vadd(vmul(dr, dr), vmul(di, di)))
         r2_next = m2  # |R[i + 1]|^2
-        m2 = vadd(vmul(rr, rr), vmul(ri, ri))
         pos = splat(i, proto)
-        nb = first_bad(m2, vmul(r2, scale), pos, bad)
-        if rec_mask is not None:
-            if i < n - 1:  # the masked neighbour's d, now divided by
-                nb = sel_gt(on_next, zero, nb,
-                            first_bad(r2_next, minus1, splat(i + 1, proto), nb))
-            bad = sel_gt(on, zero, nb, bad)
-        else:
-            bad = nb
-        s = vdiv(one, m2)
-        ur = vmul(rr, s)
-        ui = vmul(vneg(ri), s)
         lr = vload(sl, 2 * W * i, proto)
         li = vload(sl, 2 * W * i + W, proto)
         er = vsub(vadd(lr, rr), dr)
         ei = vsub(vadd(li, ri), di)
-        e2 = vadd(vmul(er, er), vmul(ei, ei))
-        nb = first_bad(e2, vmul(r2, vadd(vadd(vmul(lr, lr), vmul(li, li)), m2)), pos, bad)
+        if rec_mask is None:
+            m2 = vfma(rr, rr, vmul(ri, ri))
+            bad = first_bad(m2, vmul(r2, scale), pos, bad)
+            sr = vdiv(one, m2)
+            e2 = vfma(er, er, vmul(ei, ei))
+            nb = first_bad(e2, vmul(r2, vfma(lr, lr, vfma(li, li, m2))), pos, bad)
+        else:
+            m2 = vadd(vmul(rr, rr), vmul(ri, ri))
+            nb = first_bad(m2, vmul(r2, scale), pos, bad)
+            if i < n - 1:  # the masked neighbour's d, now divided by
+                nb = sel_gt(on_next, zero, nb,
+                            first_bad(r2_next, minus1, splat(i + 1, proto), nb))
+            bad = sel_gt(on, zero, nb, bad)
+            s = vdiv(one, m2)
+            ur = vmul(rr, s)
+            ui = vmul(vneg(ri), s)
+            e2 = vadd(vmul(er, er), vmul(ei, ei))
+            nb = first_bad(e2, vmul(r2, vadd(vadd(vmul(lr, lr), vmul(li, li)), m2)), pos, bad)
         s = vdiv(one, e2)
         gr = vmul(er, s)
         gi = vmul(vneg(ei), s)
@@ -326,6 +443,10 @@ def ratio_simd_tile(a, k, z, r0, out, first_bad_out, rtol2, sl, proto, combine_m
         else:
             bad = nb
         put_c(out, r0, i, gr, gi)
+    # lanes whose |k| left the range of the full recursions' order: 0.0 (redone by
+    # the caller with ratio_tile, which takes the other order for them)
+    vstore(fast_out, 0, sel_lt(klo, splat(K_LO, proto), zero,
+                               sel_gt(khi, splat(K_HI, proto), zero, one)))
     put_rows(first_bad_out, r0, bad)
     put_rows(fin_out, r0, fin)
 
@@ -350,8 +471,10 @@ def fin_rows(a, k, r0, fin_out):
 @njit(**parallel_jit_kwargs())
 def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, proto, fin,
                       rec_mask=None):
-    """``prange`` over chunks of ``W``-row SIMD tiles (:func:`ratio_simd_tile`); the
-    last ``B mod W`` rows go through the scalar :func:`ratio_tile`. ``fin`` (``(B,)``
+    """``prange`` over chunks of ``W``-row SIMD tiles (:func:`ratio_simd_tile`; a row
+    whose ``|k|`` leaves the range of the full recursions' order is redone with
+    :func:`ratio_tile`, see :data:`K_LO`); the last ``B mod W`` rows go through the
+    scalar :func:`ratio_tile`. ``fin`` (``(B,)``
     float64) receives the rows' finiteness (0.0 finite, NaN not)."""
     W = len(proto)
     batch, n = a.shape
@@ -360,10 +483,17 @@ def ratio_simd_driver(a, k, z, combine_mask, out, first_bad, rtol2, chunks, prot
         t0, t1 = chunk_tiles(c, chunks, ntiles)
         if t0 >= t1:
             continue
-        sl = np.empty(3 * W * max(n, 1))
+        sl = np.empty(7 * W * max(n, 1))
+        fast = np.empty(W)
+        left = np.empty((2, max(n, 1), 1))
+        lane8 = np.empty((8, 1))
         for t in range(t0, t1):
             ratio_simd_tile(a, k, z, t * W, out, first_bad, rtol2, sl, proto, combine_mask, fin,
-                            rec_mask)
+                            fast, rec_mask)
+            for j in range(W):
+                if fast[j] == 0.0:  # |k| out of the full recursions' range: the other order
+                    ratio_tile(a, k, z, t * W + j, 1, None, combine_mask, out, first_bad, rtol2,
+                               left[0], left[1], lane8)
     rest = batch - ntiles * W
     if rest > 0:
         if rec_mask is not None:
@@ -702,10 +832,17 @@ def run_local(a, k, z, mask, simd=True, out=None, fin=None):
     least :data:`LOCAL_WALK_BELOW` (with ``fin``: :data:`LOCAL_WALK_BELOW_CHECKED`)
     of the positions are computed, else walking the computed positions
     (:func:`local_simd_tile`); otherwise row by row
-    (:func:`local_row`). The same bits on every path. ``out`` as in
-    :func:`run_ratio`; ``fin`` as there (written by the first path only).
+    (:func:`local_row`). The same bits on every path. A mask without a masked
+    position runs the full kernels (:func:`run_ratio`): the full result, bit for
+    bit. ``out`` as in :func:`run_ratio`; ``fin`` as there (written by the first
+    path only).
     """
     batch, n = a.shape
+    if mask.all():
+        # nothing masked: the full recursions, whose order of operations differs
+        # from the local ones' (module docstring), so that the result is the full
+        # one bit for bit
+        return run_ratio(a, k, z, out=out, fin=fin, tile=None if simd else options["tile"])
     if out is None:
         out = np.empty((batch, n), dtype=np.complex128)
     first_bad = np.empty(batch, dtype=np.int64)

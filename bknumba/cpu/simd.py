@@ -15,7 +15,8 @@ The lane count comes from the *type* of a ``proto`` argument, a tuple of
 ordinary module-level functions, compiled (and cached) once per lane count.
 
 Every operation is the IEEE operation that the scalar kernels perform, in the
-same order, with no contraction into fused multiply-adds, so the results are
+same order, with fused multiply-adds exactly where the scalar kernels call
+:func:`fma` (:func:`vfma` here) and no other contraction, so the results are
 bit for bit those of the scalar kernels (tested). The one exception is the sign
 of an exact zero: for a real coupling, :func:`couple` omits the scalar code's
 ``- 0.0 * x`` term, which can turn ``-0.0`` into ``+0.0``.
@@ -35,7 +36,7 @@ from numba.core import cgutils
 from numba.core.datamodel import models
 from numba.extending import intrinsic, register_model
 
-__all__ = ["F64x", "lanes", "vadd", "vsub", "vmul", "vdiv", "vneg", "vabs", "vmax", "vmin",
+__all__ = ["F64x", "lanes", "vfma", "fma", "col_span", "col", "col_diag", "col_couple", "col_fin", "stash", "unstash", "vadd", "vsub", "vmul", "vdiv", "vneg", "vabs", "vmax", "vmin",
            "splat", "sel_lt", "sel_le", "sel_gt", "sel_eq", "vpow2", "first_bad", "diag",
            "couple", "fin_acc", "put_c", "put_c_at", "flag_col", "z_lanes", "put_rows", "vload",
            "vstore", "host_width", "keep_where"]
@@ -121,6 +122,36 @@ vadd = _binop("fadd", "Lane-wise ``x + y``.")
 vsub = _binop("fsub", "Lane-wise ``x - y``.")
 vmul = _binop("fmul", "Lane-wise ``x * y``.")
 vdiv = _binop("fdiv", "Lane-wise ``x / y`` (correctly rounded, like the scalar division).")
+
+
+def _fma_fn(builder, ty):
+    name = f"llvm.fma.v{ty.count}f64" if isinstance(ty, ir.VectorType) else "llvm.fma.f64"
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(ty, [ty] * 3), name)
+
+
+@intrinsic
+def vfma(typingctx, x, y, w):
+    """Lane-wise ``x * y + w`` with one rounding (a fused multiply-add)."""
+    if not (isinstance(x, F64x) and x == y == w):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.call(_fma_fn(builder, args[0].type), list(args))
+
+    return x(x, y, w), codegen
+
+
+@intrinsic
+def fma(typingctx, x, y, w):
+    """``x * y + w`` with one rounding for float64 scalars: the scalar kernels'
+    twin of :func:`vfma`."""
+    if not (x == y == w == types.float64):
+        return None
+
+    def codegen(context, builder, sig, args):
+        return builder.call(_fma_fn(builder, args[0].type), list(args))
+
+    return types.float64(x, y, w), codegen
 
 
 @intrinsic
@@ -251,6 +282,168 @@ def couple(typingctx, k, r0, i, ir_, ii):
         return context.make_tuple(builder, pair, [qr, qi])
 
     return pair(k, r0, i, ir_, ii), codegen
+
+
+def _col_type(arr, W):
+    """The lanes of one column of ``arr``: :class:`F64x` for float64, a pair for complex128."""
+    return F64x(W) if arr.dtype == types.float64 else types.UniTuple(F64x(W), 2)
+
+
+def _as_parts(builder, ty, val):
+    """``[re]`` or ``[re, im]`` of a column value of type ``ty``."""
+    if isinstance(ty, F64x):
+        return [val]
+    return [builder.extract_value(val, 0), builder.extract_value(val, 1)]
+
+
+def _from_parts(context, builder, ty, parts):
+    return parts[0] if isinstance(ty, F64x) else context.make_tuple(builder, ty, parts)
+
+
+@intrinsic
+def col(typingctx, arr, r0, i, proto):
+    """The column ``arr[r0 + j, i]``, ``j < W``, as lanes: :class:`F64x` for a
+    float64 ``arr``, ``(re, im)`` lanes for a complex128 one (``i`` as in :func:`diag`)."""
+    W = _width(proto)
+    if W is None or not (_is_f64_2d(arr) and _is_pos(i, F64x(W))):
+        return None
+    cty = _col_type(arr, W)
+
+    def codegen(context, builder, sig, args):
+        ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
+                            sig.args[2], args[2], W)
+        re, im = _column(context, builder, sig.args[0], ptrs, W)
+        return _from_parts(context, builder, cty, [re] if im is None else [re, im])
+
+    return cty(arr, r0, i, proto), codegen
+
+
+def _is_col(v):
+    return isinstance(v, F64x) or (isinstance(v, types.UniTuple) and v.count == 2
+                                   and isinstance(v.dtype, F64x))
+
+
+@intrinsic
+def col_diag(typingctx, v, zr, zi, di0):
+    """``d = v - z`` for a column ``v`` of ``a`` (:func:`col`): :func:`diag`'s arithmetic."""
+    if not (_is_col(v) and isinstance(zr, F64x) and zr == zi == di0):
+        return None
+    pair = types.UniTuple(zr, 2)
+
+    def codegen(context, builder, sig, args):
+        parts = _as_parts(builder, sig.args[0], args[0])
+        dr = builder.fsub(parts[0], args[1])
+        di = builder.fsub(parts[1], args[2]) if len(parts) == 2 else args[3]
+        return context.make_tuple(builder, pair, [dr, di])
+
+    return pair(v, zr, zi, di0), codegen
+
+
+@intrinsic
+def col_couple(typingctx, v, ir_, ii):
+    """``q = k * (ir + 1j ii)`` for a column ``v`` of ``k`` (:func:`col`):
+    :func:`couple`'s arithmetic."""
+    if not (_is_col(v) and isinstance(ir_, F64x) and ir_ == ii):
+        return None
+    pair = types.UniTuple(ir_, 2)
+
+    def codegen(context, builder, sig, args):
+        parts = _as_parts(builder, sig.args[0], args[0])
+        a, b = args[1], args[2]
+        if len(parts) == 1:
+            kr = parts[0]
+            return context.make_tuple(builder, pair, [builder.fmul(kr, a), builder.fmul(kr, b)])
+        kr, ki = parts
+        qr = builder.fsub(builder.fmul(kr, a), builder.fmul(ki, b))
+        qi = builder.fadd(builder.fmul(kr, b), builder.fmul(ki, a))
+        return context.make_tuple(builder, pair, [qr, qi])
+
+    return pair(v, ir_, ii), codegen
+
+
+@intrinsic
+def col_fin(typingctx, acc, v):
+    """``acc + (x - x)`` over the parts of a column ``v`` (:func:`col`): :func:`fin_acc`'s
+    arithmetic, in its order."""
+    if not (isinstance(acc, F64x) and _is_col(v)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        out = args[0]
+        for part in _as_parts(builder, sig.args[1], args[1]):
+            out = builder.fadd(out, builder.fsub(part, part))
+        return out
+
+    return acc(acc, v), codegen
+
+
+def _sel_abs_gt(builder, x, acc):
+    """``|x|`` where ``|x| > acc``, else ``acc`` (a NaN ``x`` leaves ``acc``)."""
+    ax = builder.call(cgutils.get_or_insert_function(
+        builder.module, ir.FunctionType(x.type, [x.type]), f"llvm.fabs.v{x.type.count}f64"), [x])
+    return ax, builder.select(builder.fcmp_ordered(">", ax, acc), ax, acc)
+
+
+@intrinsic
+def col_span(typingctx, lo, hi, v):
+    """``(lo, hi)`` widened by ``m``, the larger magnitude of the parts of a column
+    ``v`` (:func:`col`): ``lo = m if m < lo``, ``hi = m if m > hi`` (a NaN is
+    skipped). The scalar twin is :func:`~bknumba.cpu.ratio._fast_row`."""
+    if not (isinstance(lo, F64x) and lo == hi and _is_col(v)):
+        return None
+    pair = types.UniTuple(lo, 2)
+
+    def codegen(context, builder, sig, args):
+        parts = _as_parts(builder, sig.args[2], args[2])
+        m, _ = _sel_abs_gt(builder, parts[0], args[0])
+        if len(parts) == 2:
+            # m = |im| if |im| > |re| else |re|
+            _, m = _sel_abs_gt(builder, parts[1], m)
+        lo = builder.select(builder.fcmp_ordered("<", m, args[0]), m, args[0])
+        hi = builder.select(builder.fcmp_ordered(">", m, args[1]), m, args[1])
+        return context.make_tuple(builder, pair, [lo, hi])
+
+    return pair(lo, hi, v), codegen
+
+
+@intrinsic
+def stash(typingctx, arr, o, v):
+    """``arr[o:o + W] = re`` (and ``arr[o + W:o + 2 W] = im``) for a column ``v``
+    (:func:`col`; 1-D C-contiguous float64 ``arr``)."""
+    if not (_is_f64_1d(arr) and _is_col(v)):
+        return None
+    W = v.W if isinstance(v, F64x) else v.dtype.W
+
+    def codegen(context, builder, sig, args):
+        o = context.cast(builder, args[1], sig.args[1], types.intp)
+        for j, part in enumerate(_as_parts(builder, sig.args[2], args[2])):
+            oj = builder.add(o, ir.Constant(o.type, j * W))
+            builder.store(part, _vec_ptr(context, builder, sig.args[0], args[0], types.intp, oj,
+                                         W), align=8)
+        return context.get_dummy_value()
+
+    return types.none(arr, o, v), codegen
+
+
+@intrinsic
+def unstash(typingctx, arr, o, like, proto):
+    """The column stored by :func:`stash` at ``arr[o:]``, of the type of a column of
+    the 2-D array ``like`` (:func:`col`)."""
+    W = _width(proto)
+    if W is None or not (_is_f64_1d(arr) and _is_f64_2d(like)):
+        return None
+    cty = _col_type(like, W)
+
+    def codegen(context, builder, sig, args):
+        o = context.cast(builder, args[1], sig.args[1], types.intp)
+        parts = []
+        for j in range(1 if isinstance(cty, F64x) else 2):
+            oj = builder.add(o, ir.Constant(o.type, j * W))
+            parts.append(builder.load(_vec_ptr(context, builder, sig.args[0], args[0],
+                                               types.intp, oj, W), align=8))
+        return _from_parts(context, builder, cty, parts)
+
+    return cty(arr, o, like, proto), codegen
 
 
 @intrinsic

@@ -100,14 +100,18 @@ KERNEL_EVENTS = {
         # forward sweep, position 0: d = a - z (2), |d|^2 == 0 check (3)
         "fwd_first": _ev(arith=(2, 0, 0), guard=(1, 2, 0)),
         # position i >= 1 coupled: d (2); s = 1/|L|^2 (3 + div);
-        # q = k conj(L) s (2 x (3 mul, 1 add)); L = d - q (2)
+        # q = k conj(L) s (2 x (3 mul, 1 add)), as (k conj(L)) s in the full
+        # recursions, k (conj(L) s) in the others (ratio.py); L = d - q (2)
         # guard: scale = |d|^2 + |q|^2 (7); |L|^2 <= rtol2 * scale (4)
         "fwd_coupled": _ev(arith=(7, 8, 1), guard=(4, 7, 0)),
         # position i >= 1 masked: L = d (2); guard: |d|^2 (3), check (4)
         "fwd_masked": _ev(arith=(2, 0, 0), guard=(2, 5, 0)),
         # backward sweep, every position: d (2); check m2 <= rtol2 * scale (1)
         "bwd_position": _ev(arith=(2, 0, 0), guard=(0, 1, 0)),
-        # coupled R: q = k * (1/R[i+1]) (6), R = d - q (2); guard: scale (7)
+        # coupled R: q = k * (1/R[i+1]) (6), R = d - q (2); guard: scale (7).
+        # (The full recursions compute q = (k conj(R[i+1])) s here, 8 FLOPs, and
+        # keep s = 1/|R[i+1]|^2 alone below: the same totals, as every coupled
+        # step follows one reciprocal.)
         "bwd_coupled": _ev(arith=(4, 4, 0), guard=(3, 4, 0)),
         # uncoupled R (last position or masked): guard: scale = |d|^2 (3)
         "bwd_uncoupled": _ev(guard=(1, 2, 0)),
