@@ -36,8 +36,9 @@ from numba.core import cgutils
 from numba.core.datamodel import models
 from numba.extending import intrinsic, register_model
 
-__all__ = ["F64x", "lanes", "vfma", "fma", "col_span", "col", "col_diag", "col_couple", "col_fin", "stash", "unstash", "vadd", "vsub", "vmul", "vdiv", "vneg", "vabs", "vmax", "vmin",
-           "splat", "sel_lt", "sel_le", "sel_gt", "sel_eq", "vpow2", "first_bad", "diag",
+__all__ = ["F64x", "lanes", "vadd", "vsub", "vmul", "vdiv", "vfma", "fma", "vneg", "vabs",
+           "vmax", "vmin", "col", "col_diag", "col_couple", "col_fin", "col_span", "stash",
+           "unstash", "splat", "sel_lt", "sel_le", "sel_gt", "sel_eq", "vpow2", "first_bad", "diag",
            "couple", "fin_acc", "put_c", "put_c_at", "flag_col", "z_lanes", "put_rows", "vload",
            "vstore", "host_width", "keep_where"]
 
@@ -238,6 +239,34 @@ def _is_f64_2d(arr):
             and arr.dtype in (types.float64, types.complex128))
 
 
+def _parts(re, im):
+    """``[re]`` for a float64 column (``im`` None), ``[re, im]`` for a complex128 one."""
+    return [re] if im is None else [re, im]
+
+
+def _d_of(builder, parts, zr, zi, di0):
+    """``[dr, di]``, ``d = a - z``, from the parts of a column of ``a`` (``di0`` for a real one)."""
+    return [builder.fsub(parts[0], zr), builder.fsub(parts[1], zi) if len(parts) == 2 else di0]
+
+
+def _q_of(builder, parts, a, b):
+    """``[qr, qi]``, ``q = k (a + 1j b)``, from the parts of a column of ``k``: for a real
+    ``k`` ``(k a, k b)`` (the scalar kernels' products with ``ki = 0``, which are these
+    exactly)."""
+    if len(parts) == 1:
+        return [builder.fmul(parts[0], a), builder.fmul(parts[0], b)]
+    kr, ki = parts
+    return [builder.fsub(builder.fmul(kr, a), builder.fmul(ki, b)),
+            builder.fadd(builder.fmul(kr, b), builder.fmul(ki, a))]
+
+
+def _fin_of(builder, acc, parts):
+    """``acc + (x - x)`` over the parts of a column, in order (see :func:`fin_acc`)."""
+    for part in parts:
+        acc = builder.fadd(acc, builder.fsub(part, part))
+    return acc
+
+
 @intrinsic
 def diag(typingctx, a, r0, i, zr, zi, di0):
     """``d = a[r0 + j, i] - z[r0 + j]`` as ``(re, im)`` lanes; for a real ``a``
@@ -251,10 +280,8 @@ def diag(typingctx, a, r0, i, zr, zi, di0):
     def codegen(context, builder, sig, args):
         ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
                             sig.args[2], args[2], W)
-        re, im = _column(context, builder, sig.args[0], ptrs, W)
-        dr = builder.fsub(re, args[3])
-        di = builder.fsub(im, args[4]) if im is not None else args[5]
-        return context.make_tuple(builder, pair, [dr, di])
+        parts = _parts(*_column(context, builder, sig.args[0], ptrs, W))
+        return context.make_tuple(builder, pair, _d_of(builder, parts, *args[3:]))
 
     return pair(a, r0, i, zr, zi, di0), codegen
 
@@ -273,13 +300,8 @@ def couple(typingctx, k, r0, i, ir_, ii):
     def codegen(context, builder, sig, args):
         ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
                             sig.args[2], args[2], W)
-        kr, ki = _column(context, builder, sig.args[0], ptrs, W)
-        a, b = args[3], args[4]
-        if ki is None:
-            return context.make_tuple(builder, pair, [builder.fmul(kr, a), builder.fmul(kr, b)])
-        qr = builder.fsub(builder.fmul(kr, a), builder.fmul(ki, b))
-        qi = builder.fadd(builder.fmul(kr, b), builder.fmul(ki, a))
-        return context.make_tuple(builder, pair, [qr, qi])
+        parts = _parts(*_column(context, builder, sig.args[0], ptrs, W))
+        return context.make_tuple(builder, pair, _q_of(builder, parts, args[3], args[4]))
 
     return pair(k, r0, i, ir_, ii), codegen
 
@@ -312,8 +334,8 @@ def col(typingctx, arr, r0, i, proto):
     def codegen(context, builder, sig, args):
         ptrs = _column_ptrs(context, builder, sig.args[0], args[0], sig.args[1], args[1],
                             sig.args[2], args[2], W)
-        re, im = _column(context, builder, sig.args[0], ptrs, W)
-        return _from_parts(context, builder, cty, [re] if im is None else [re, im])
+        return _from_parts(context, builder, cty,
+                           _parts(*_column(context, builder, sig.args[0], ptrs, W)))
 
     return cty(arr, r0, i, proto), codegen
 
@@ -331,10 +353,9 @@ def col_diag(typingctx, v, zr, zi, di0):
     pair = types.UniTuple(zr, 2)
 
     def codegen(context, builder, sig, args):
-        parts = _as_parts(builder, sig.args[0], args[0])
-        dr = builder.fsub(parts[0], args[1])
-        di = builder.fsub(parts[1], args[2]) if len(parts) == 2 else args[3]
-        return context.make_tuple(builder, pair, [dr, di])
+        return context.make_tuple(builder, pair,
+                                  _d_of(builder, _as_parts(builder, sig.args[0], args[0]),
+                                        *args[1:]))
 
     return pair(v, zr, zi, di0), codegen
 
@@ -348,15 +369,9 @@ def col_couple(typingctx, v, ir_, ii):
     pair = types.UniTuple(ir_, 2)
 
     def codegen(context, builder, sig, args):
-        parts = _as_parts(builder, sig.args[0], args[0])
-        a, b = args[1], args[2]
-        if len(parts) == 1:
-            kr = parts[0]
-            return context.make_tuple(builder, pair, [builder.fmul(kr, a), builder.fmul(kr, b)])
-        kr, ki = parts
-        qr = builder.fsub(builder.fmul(kr, a), builder.fmul(ki, b))
-        qi = builder.fadd(builder.fmul(kr, b), builder.fmul(ki, a))
-        return context.make_tuple(builder, pair, [qr, qi])
+        return context.make_tuple(builder, pair,
+                                  _q_of(builder, _as_parts(builder, sig.args[0], args[0]),
+                                        args[1], args[2]))
 
     return pair(v, ir_, ii), codegen
 
@@ -369,10 +384,7 @@ def col_fin(typingctx, acc, v):
         return None
 
     def codegen(context, builder, sig, args):
-        out = args[0]
-        for part in _as_parts(builder, sig.args[1], args[1]):
-            out = builder.fadd(out, builder.fsub(part, part))
-        return out
+        return _fin_of(builder, args[0], _as_parts(builder, sig.args[1], args[1]))
 
     return acc(acc, v), codegen
 
@@ -388,7 +400,7 @@ def _sel_abs_gt(builder, x, acc):
 def col_span(typingctx, lo, hi, v):
     """``(lo, hi)`` widened by ``m``, the larger magnitude of the parts of a column
     ``v`` (:func:`col`): ``lo = m if m < lo``, ``hi = m if m > hi`` (a NaN is
-    skipped). The scalar twin is :func:`~bknumba.cpu.ratio._fast_row`."""
+    skipped). The scalar twin is :func:`~bknumba.cpu.ratio.fast_row`."""
     if not (isinstance(lo, F64x) and lo == hi and _is_col(v)):
         return None
     pair = types.UniTuple(lo, 2)
@@ -459,11 +471,8 @@ def fin_acc(typingctx, acc, arr, r0, i):
     def codegen(context, builder, sig, args):
         ptrs = _column_ptrs(context, builder, sig.args[1], args[1], sig.args[2], args[2],
                             sig.args[3], args[3], W)
-        out = args[0]
-        for part in _column(context, builder, sig.args[1], ptrs, W):
-            if part is not None:
-                out = builder.fadd(out, builder.fsub(part, part))
-        return out
+        return _fin_of(builder, args[0],
+                       _parts(*_column(context, builder, sig.args[1], ptrs, W)))
 
     return acc(acc, arr, r0, i), codegen
 
