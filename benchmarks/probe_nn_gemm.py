@@ -1,0 +1,79 @@
+"""Probe: the layers' GEMMs as row blocks on Numba's threads, each a single-threaded
+call of NumPy's own OpenBLAS, against ``numpy.matmul`` on OpenBLAS's threads.
+
+Not used by bknumba (BENCHMARKS.md section 4 says why); kept to reproduce the
+measurement. Needs a NumPy wheel that bundles ``libscipy_openblas64_`` with
+``openblas_set_num_threads_local`` (OpenBLAS >= 0.3.27).
+
+Run:  python benchmarks/probe_nn_gemm.py
+"""
+from __future__ import annotations
+
+import ctypes
+import glob
+import os
+import time
+
+import numba
+import numpy as np
+from numba import njit, prange
+
+PATH = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
+                              "libscipy_openblas64_*"))[0]
+LIB = ctypes.CDLL(PATH)
+SGEMM = LIB.scipy_cblas_sgemm64_
+I32, I64, F32, VP = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
+SGEMM.argtypes = [I32, I32, I32, I64, I64, I64, F32, VP, I64, VP, I64, F32, VP, I64]
+SGEMM.restype = None
+SET_LOCAL = LIB.openblas_set_num_threads_local
+SET_LOCAL.argtypes = [I32]
+SET_LOCAL.restype = I32
+
+
+@njit(parallel=True)
+def rows_gemm_relu(x, w, y, parts):
+    """``y = relu(x @ w.T)``, ``parts`` row blocks, each one single-threaded sgemm."""
+    m, kd = x.shape
+    n = w.shape[0]
+    for p in prange(parts):
+        r0 = p * m // parts
+        r1 = (p + 1) * m // parts
+        old = SET_LOCAL(1)
+        SGEMM(101, 111, 112, r1 - r0, n, kd, np.float32(1.0), x[r0:].ctypes.data, kd,
+              w.ctypes.data, kd, np.float32(0.0), y[r0:].ctypes.data, n)
+        SET_LOCAL(old)
+        for i in range(r0, r1):
+            for j in range(n):
+                y[i, j] = max(y[i, j], np.float32(0.0))
+
+
+def best(fn, reps=200):
+    fn()
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return min(times) * 1e3
+
+
+def main():
+    rng = np.random.default_rng(0)
+    print(f"numba threads {numba.get_num_threads()}, threading layer: ", end="")
+    for m, kd, n in [(2048, 64, 128), (2048, 128, 128), (4096, 64, 128), (4096, 128, 64)]:
+        x = rng.standard_normal((m, kd)).astype(np.float32)
+        w = rng.standard_normal((n, kd)).astype(np.float32)
+        y = np.empty((m, n), np.float32)
+        rows_gemm_relu(x, w, y, numba.get_num_threads())
+        if m == 2048 and kd == 64:
+            print(numba.threading_layer())
+        assert np.allclose(y, np.maximum(x @ w.T, 0), rtol=1e-5, atol=1e-5)
+        res = [(best(lambda: np.matmul(x, w.T, out=y)),
+                best(lambda: rows_gemm_relu(x, w, y, numba.get_num_threads())))
+               for _ in range(3)]
+        print(f"({m}, {kd}) x ({kd}, {n}): numpy.matmul {min(r[0] for r in res):.3f} ms, "
+              f"row blocks + ReLU {min(r[1] for r in res):.3f} ms (best of 3 x 200)")
+
+
+if __name__ == "__main__":
+    main()
