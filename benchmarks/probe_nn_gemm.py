@@ -1,8 +1,8 @@
 """Probe: the layers' GEMMs as row blocks on Numba's threads, each a single-threaded
 call of NumPy's own OpenBLAS, against ``numpy.matmul`` on OpenBLAS's threads.
 
-Not used by bknumba (BENCHMARKS.md section 4 says why); kept to reproduce the
-measurement. Needs a NumPy wheel that bundles ``libscipy_openblas64_`` with
+The mechanism of :mod:`bknumba.nn._fused` (BENCHMARKS.md section 4), GEMM alone;
+kept to reproduce the measurement. Needs a NumPy wheel that bundles ``libscipy_openblas64_`` with
 ``openblas_set_num_threads_local`` (OpenBLAS >= 0.3.27).
 
 Run:  python benchmarks/probe_nn_gemm.py

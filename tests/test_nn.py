@@ -99,6 +99,62 @@ def test_linear_relu_and_linear_ln_gelu_match_numpy(rng, dtype):
     np.testing.assert_array_equal(x, x0)
 
 
+@pytest.mark.parametrize("rows", [128, 131, 1000])
+@pytest.mark.parametrize("width", [5, 64, 133])
+def test_fused_row_block_layers_match_float64(rows, width, monkeypatch):
+    """The layers as one parallel region over row blocks (nn._fused: a single-threaded
+    GEMM of NumPy's OpenBLAS per block, then the block's element pass), for every
+    pass, odd row counts and widths: float64 references within float32 round-off, the
+    NumPy path (BKNUMBA_NN_GEMM=numpy) to the same tolerance, inputs unchanged."""
+    from bknumba.nn import _fused
+
+    if not _fused.available():
+        pytest.skip("NumPy's bundled OpenBLAS not found: the NumPy path is used")
+    import numba
+
+    if numba.config.NUMBA_NUM_THREADS < 2:
+        pytest.skip("one Numba thread: the NumPy path is used")
+    rng = np.random.default_rng(rows + width)
+    x = rng.standard_normal((rows, 48)).astype(np.float32)
+    w = (rng.standard_normal((width, 48)) / 7).astype(np.float32)
+    b, g, beta = (rng.standard_normal(width).astype(np.float32) for _ in range(3))
+    x0 = x.copy()
+    y64 = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    mu = y64.mean(-1, keepdims=True)
+    ln = (y64 - mu) / np.sqrt(((y64 - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * g + beta
+    want = {"BIAS": y64, "RELU": np.maximum(y64, 0), "GELU": 0.5 * y64 * (1 + erf(y64 / 2**0.5)),
+            "LN_GELU": 0.5 * ln * (1 + erf(ln / 2**0.5))}
+    calls = {"BIAS": lambda: layers.linear(x, w, b), "RELU": lambda: layers.linear_relu(x, w, b),
+             "GELU": lambda: layers.linear_gelu(x, w, b),
+             "LN_GELU": lambda: layers.linear_ln_gelu(x, w, b, g, beta)}
+    numba.set_num_threads(2)
+    for mode, call in calls.items():
+        out = np.full((rows, width), np.nan, np.float32)
+        assert _fused.linear_rows(x, w, b, getattr(_fused, mode), out, g, beta)
+        np.testing.assert_allclose(out, want[mode], rtol=2e-5, atol=2e-5, err_msg=mode)
+        got = call()
+        assert got.dtype == np.float32 and got.shape == (rows, width)
+        np.testing.assert_allclose(got, out, rtol=0, atol=0, err_msg=mode)  # the fused path
+        monkeypatch.setenv("BKNUMBA_NN_GEMM", "numpy")
+        _fused._library.cache_clear()
+        try:
+            assert not _fused.available()
+            np.testing.assert_allclose(call(), out, rtol=2e-5, atol=2e-5, err_msg=mode)
+        finally:
+            monkeypatch.delenv("BKNUMBA_NN_GEMM")
+            _fused._library.cache_clear()
+    np.testing.assert_array_equal(x, x0)
+    # one thread, or too few rows per thread: the NumPy path (nothing written)
+    out = np.full((rows, width), np.nan, np.float32)
+    numba.set_num_threads(1)
+    try:
+        assert not _fused.linear_rows(x, w, b, _fused.BIAS, out)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert np.isnan(out).all()
+    assert not _fused.linear_rows(x[:100], w, b, _fused.BIAS, out[:100])
+
+
 def test_scratch_arrays_never_leak_into_results(rng, monkeypatch):
     # intermediates live in per-thread work arrays (layers._scratch); results are fresh
     x = rng.standard_normal((4, 8, 6)).astype(np.float32)

@@ -79,6 +79,9 @@ def linear(x, weight, bias=None):
            [2., 0.]])
     """
     lead = x.shape[:-1]
+    y = _fused_rows(x, weight, bias, "BIAS")
+    if y is not None:
+        return y.reshape(*lead, weight.shape[0])
     y = x.reshape(-1, x.shape[-1]) @ weight.T
     if bias is not None:
         if _fast32(y, bias) and bias.ndim == 1 and bias.flags.c_contiguous:
@@ -218,6 +221,9 @@ def linear_ln_gelu(x, weight, bias, ln_weight, ln_bias, eps=1e-5, *, out=None):
     written there instead, on every path.
     """
     if _fast32(x, weight, bias, ln_weight, ln_bias):
+        y = _fused_rows(x, weight, bias, "LN_GELU", out, ln_weight, ln_bias, eps)
+        if y is not None:
+            return y
         y = _matmul_scratch("linear_ln_gelu", x, weight)
         # a separate output: in place, LLVM's runtime alias check sends the loops to scalar code
         if out is None:
@@ -234,6 +240,9 @@ def linear_ln_gelu(x, weight, bias, ln_weight, ln_bias, eps=1e-5, *, out=None):
 def linear_gelu(x, weight, bias):
     """``gelu(linear(x, weight, bias))``, the bias added inside the GELU pass for float32."""
     if _fast32(x, weight, bias):
+        y = _fused_rows(x, weight, bias, "GELU")
+        if y is not None:
+            return y
         y = _matmul_scratch("linear_gelu", x, weight)
         d = y.shape[-1]
         out = np.empty(x.shape[:-1] + (d,), dtype=np.float32)  # not in place: see linear_ln_gelu
@@ -269,6 +278,9 @@ def _relu_(x, bias=None):
 
 def linear_relu(x, weight, bias):
     """``relu(linear(x, weight, bias))``, the bias added inside the ReLU pass for float32."""
+    y = _fused_rows(x, weight, bias, "RELU")
+    if y is not None:
+        return y
     return _relu_(linear(x, weight), bias)
 
 
@@ -280,6 +292,26 @@ def softmax(x, axis=-1):
     """
     e = np.exp(x - x.max(axis=axis, keepdims=True))
     return e / e.sum(axis=axis, keepdims=True)
+
+
+def _fused_rows(x, weight, bias, mode, out=None, ln_weight=None, ln_bias=None, eps=1e-5):
+    """The layer as one parallel region over row blocks (:mod:`bknumba.nn._fused`):
+    the result (a fresh array, or ``out``), or None where that path does not apply
+    (not float32 and C-contiguous, too few rows, one thread, library missing)."""
+    x2 = x.reshape(-1, x.shape[-1]) if x.ndim >= 2 else None
+    if (x2 is None or not _fast32(x2, weight, bias, ln_weight, ln_bias)
+            or not weight.flags.c_contiguous or x2.shape[1] != weight.shape[1]):
+        return None
+    from . import _fused
+
+    shape = x.shape[:-1] + (weight.shape[0],)
+    res = np.empty(shape, dtype=np.float32) if out is None else out
+    if not (res.flags.c_contiguous and res.dtype == np.float32 and res.shape == shape):
+        return None
+    if not _fused.linear_rows(x2, weight, bias, getattr(_fused, mode),
+                              res.reshape(-1, weight.shape[0]), ln_weight, ln_bias, eps):
+        return None
+    return res
 
 
 def _kernels():
