@@ -1,13 +1,15 @@
 """Inference kernels of the layers the model uses: Linear, Conv1d, LayerNorm, GELU, ReLU.
 
-Plain NumPy on BLAS (``matmul``) plus float32 Numba kernels
-(:mod:`bknumba.nn._kernels`) for GELU, ReLU, LayerNorm and their fusions with the
-preceding Linear's bias (:func:`linear_ln_gelu`, :func:`linear_gelu`,
-:func:`linear_relu`). The element kernels are serial on purpose: a module's
-threads go to BLAS (and to the BK-Core's batch loop on large inputs), because
-Numba's OpenMP workers and OpenBLAS's workers both spin while they wait, and
-alternating the two pools every few tens of microseconds costs far more than
-it gains at these sizes (measured: 0.84 ms became 3.7 ms on 2 cores). All of them
+float32 Linear layers with their pass (:func:`linear`, :func:`linear_relu`,
+:func:`linear_gelu`, :func:`linear_ln_gelu`) run as one Numba parallel region over
+row blocks, each block a single-threaded GEMM of NumPy's own OpenBLAS followed by
+the block's element pass (:mod:`bknumba.nn._fused`), so that one thread pool does
+all the work: Numba's OpenMP workers and OpenBLAS's workers both spin while they
+wait, and alternating the two pools costs more than it gains at these sizes
+(measured: 0.84 ms became 3.7 ms on 2 cores). Where that path does not apply
+(float64, one thread, small inputs, a NumPy without its bundled OpenBLAS): NumPy
+on BLAS (``matmul``) plus serial float32 Numba kernels (:mod:`bknumba.nn._kernels`)
+for GELU, ReLU, LayerNorm and their fusions with the preceding Linear's bias. All of them
 are pure functions of their arguments: inputs are never modified, the
 output is a fresh array with the dtype of ``x`` (float32 like the model, or
 float64). Intermediates (a GEMM's output before LayerNorm, the centred rows)
