@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 
 import numba
 import numpy as np
@@ -30,21 +29,14 @@ from bknumba._config import simd_width  # noqa: E402
 from bknumba.cpu import ratio, theta_phi  # noqa: E402
 from bknumba.cpu.simd import lanes  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import best_s as best  # noqa: E402
+
 
 @numba.njit(parallel=True)
 def _copy(dst, src):
     for i in numba.prange(src.size):
         dst[i] = src[i]
-
-
-def best(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
 
 
 def main(argv=None):

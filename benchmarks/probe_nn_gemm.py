@@ -12,11 +12,14 @@ from __future__ import annotations
 import ctypes
 import glob
 import os
-import time
+import sys
 
 import numba
 import numpy as np
 from numba import njit, prange
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _timing import best_ms as best  # noqa: E402
 
 PATH = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
                               "libscipy_openblas64_*"))[0]
@@ -45,16 +48,6 @@ def rows_gemm_relu(x, w, y, parts):
         for i in range(r0, r1):
             for j in range(n):
                 y[i, j] = max(y[i, j], np.float32(0.0))
-
-
-def best(fn, reps=200):
-    fn()
-    times = []
-    for _ in range(reps):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times) * 1e3
 
 
 def main():
