@@ -389,10 +389,16 @@ def col_fin(typingctx, acc, v):
     return acc(acc, v), codegen
 
 
+def _fabs(builder, x):
+    """Lane-wise ``|x|`` of an LLVM vector of doubles (``llvm.fabs``)."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(x.type, [x.type]),
+                                        f"llvm.fabs.v{x.type.count}f64")
+    return builder.call(fn, [x])
+
+
 def _sel_abs_gt(builder, x, acc):
-    """``|x|`` where ``|x| > acc``, else ``acc`` (a NaN ``x`` leaves ``acc``)."""
-    ax = builder.call(cgutils.get_or_insert_function(
-        builder.module, ir.FunctionType(x.type, [x.type]), f"llvm.fabs.v{x.type.count}f64"), [x])
+    """``(|x|, |x| where |x| > acc else acc)`` (a NaN ``x`` leaves ``acc``)."""
+    ax = _fabs(builder, x)
     return ax, builder.select(builder.fcmp_ordered(">", ax, acc), ax, acc)
 
 
@@ -607,10 +613,7 @@ def vabs(typingctx, x):
         return None
 
     def codegen(context, builder, sig, args):
-        vt = args[0].type
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vt, [vt]),
-                                            f"llvm.fabs.v{x.W}f64")
-        return builder.call(fn, [args[0]])
+        return _fabs(builder, args[0])
 
     return x(x), codegen
 

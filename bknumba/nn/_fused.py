@@ -33,6 +33,9 @@ MIN_ROWS_PER_THREAD = 64
 #: Element passes of :func:`linear_rows`.
 BIAS, RELU, GELU, LN_GELU = 0, 1, 2, 3
 
+# CBLAS enumerations (row-major storage, no transpose, transpose)
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
+
 
 @lru_cache(maxsize=None)
 def _library():
@@ -112,21 +115,21 @@ def _kernel():
             if r1 <= r0:
                 continue
             old = set_local(1)
-            sgemm(101, 111, 112, r1 - r0, n, kd, f32(1.0), x2[r0:].ctypes.data, kd,
+            sgemm(_ROW_MAJOR, _NO_TRANS, _TRANS, r1 - r0, n, kd, f32(1.0), x2[r0:].ctypes.data, kd,
                   w.ctypes.data, kd, f32(0.0), out[r0:].ctypes.data, n)
             set_local(old)
             for i in range(r0, r1):
-                if mode == 0:
+                if mode == BIAS:
                     for j in range(n):
                         out[i, j] += bias[j]
-                elif mode == 1:
+                elif mode == RELU:
                     for j in range(n):
                         v = out[i, j] + bias[j]
                         out[i, j] = f32(0.0) if v < f32(0.0) else v  # NaN propagates
-                elif mode == 2:
+                elif mode == GELU:
                     for j in range(n):
                         out[i, j] = gelu_f32(out[i, j] + bias[j])
-                else:
+                else:  # LN_GELU
                     # LayerNorm of the row (float64 statistics, eight partial sums so
                     # that the additions do not form one chain), then GELU
                     for j in range(n):
