@@ -166,6 +166,37 @@ def test_fused_row_block_layers_match_float64(rows, width, monkeypatch):
     assert not _fused.linear_rows(x[:100], w, b, _fused.BIAS, out[:100])
 
 
+def test_fused_layers_restore_the_blas_thread_count(rng):
+    """NumPy's OpenBLAS has one process-wide thread count (its "local" setter sets the
+    global count in the pthreads builds NumPy ships). A fused call sets it to 1 around
+    its region and restores it: setting and restoring it inside the region, per row
+    block, raced between the threads and left it at 1 after about half of all calls
+    (every later numpy.matmul then ran on one thread)."""
+    import numba
+
+    from bknumba.nn import _fused
+
+    x = rng.standard_normal((512, 24)).astype(np.float32)
+    w, b = rng.standard_normal((16, 24)).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    before = _fused.blas_threads()
+    if before is None:  # no bundled OpenBLAS (checked in the test above): nothing to restore
+        assert not _fused.available()
+        return
+    set_threads = _fused._library()[1]
+    set_threads(3)  # a count no other code sets
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        for _ in range(60):
+            layers.linear_relu(x, w, b)
+            assert _fused.blas_threads() == 3
+            _fused.linear_rows(x, w, b, _fused.LN_GELU, np.empty((512, 16), np.float32),
+                               np.ones(16, np.float32), np.zeros(16, np.float32))
+            assert _fused.blas_threads() == 3
+    finally:
+        set_threads(before)
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
 def test_scratch_arrays_never_leak_into_results(rng, monkeypatch):
     # intermediates live in per-thread work arrays (layers._scratch); results are fresh
     x = rng.standard_normal((4, 8, 6)).astype(np.float32)
