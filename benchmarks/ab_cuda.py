@@ -26,7 +26,7 @@ SHAPES = [(1, 2**26), (64, 2**20), (4096, 2**14), (65536, 2**10), (262144, 2**8)
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def worker(expect_dir):
+def worker(expect_dir, shapes=SHAPES, kernels=("ratio", "theta_phi", "local 50 %")):
     from numba import cuda
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))  # -P left it out
@@ -39,7 +39,7 @@ def worker(expect_dir):
     got = os.path.dirname(os.path.dirname(os.path.abspath(bknumba.__file__)))
     assert os.path.samefile(got, expect_dir), (got, expect_dir)
     res = {}
-    for batch, n in SHAPES:
+    for batch, n in shapes:
         rng = np.random.default_rng(batch)
         a = -2.0 + rng.uniform(-3.0, 3.0, (batch, n))
         k = 1.0 + 0.1 * rng.uniform(-1.0, 1.0, (batch, n - 1))
@@ -48,6 +48,8 @@ def worker(expect_dir):
         out = cuda.device_array((batch, n), dtype=np.complex128)
         for label, method, m in (("ratio", "ratio", None), ("theta_phi", "theta_phi", None),
                                  ("local 50 %", "ratio", m_d)):
+            if label not in kernels:
+                continue
             def fn():
                 api.compute(a_d, k_d, z_d, m, method=method, rec=m is not None,
                             comb=m is not None, kernel="sequence", out=out)
@@ -63,10 +65,16 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--old", required=True, help="directory holding the old bknumba package")
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--shapes", default=None,
+                    help="indices into the shapes (B, N) to time, e.g. 0,1,2 (default: all)")
+    ap.add_argument("--kernels", default="ratio,theta_phi,local 50 %",
+                    help="comma-separated subset of: ratio, theta_phi, local 50 %%")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    shapes = SHAPES if args.shapes is None else [SHAPES[int(i)] for i in args.shapes.split(",")]
+    kernels = tuple(x.strip() for x in args.kernels.split(","))
     if args.worker:
-        return worker(args.worker)
+        return worker(args.worker, shapes, kernels)
     if os.environ.get("NUMBA_ENABLE_CUDASIM") == "1":
         sys.exit("ab_cuda: refusing to time under the CUDA simulator")
     runs = {"old": [], "new": []}
@@ -76,13 +84,14 @@ def main(argv=None):
             t0 = time.time()
             # -P: do not put the script's directory first on sys.path; cwd = the version's root
             p = subprocess.run([sys.executable, "-P", os.path.abspath(__file__), "--old", args.old,
-                                "--worker", path], env=env, cwd=path, capture_output=True,
+                                "--worker", path, "--kernels", args.kernels]
+                               + ([] if args.shapes is None else ["--shapes", args.shapes]), env=env, cwd=path, capture_output=True,
                                text=True)
             line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:
                 sys.exit(f"{tag} failed:\n{p.stderr[-3000:]}")
             runs[tag].append(json.loads(line[0][7:]))
-            print(f"{tag} round {rnd}: {time.time() - t0:.0f} s", flush=True)
+            print(f"{tag} round {rnd}: {time.time() - t0:.0f} s {line[0][7:]}", flush=True)
     print("| kernel | old G elements/s | new G elements/s | new / old | same output |")
     print("|---|---:|---:|---:|---|")
     for key in (k for k in runs["new"][0] if not k.endswith("checksum")):

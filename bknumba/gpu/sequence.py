@@ -21,13 +21,17 @@ Two layouts:
     minimum: read ``a`` and ``k`` once, write ``G`` once (32 B per element for
     real inputs).
 ``global`` (longer rows)
-    Kernel 1 reads each segment and writes its composed maps; a
-    hierarchical scan over the segment maps (groups of ``GROUP``, a few tiny
-    kernels) gives every segment its carries; kernel 2 reads the segment
-    again, recomputes its chunk maps, propagates the segment carries to its
-    chunks and re-runs them. ``G`` at position 0 depends on the whole row, so
-    a row larger than the chip's on-chip memory must be read twice: 48 B per
-    element for real inputs.
+    Kernel 1 reads each segment, composes and scans its chunk maps, and
+    writes the segment's composed maps and its scanned chunk maps (a device
+    workspace of 144 B per chunk, 9 B per position at the default chunk of
+    16, kept between calls: :func:`clear_workspace` frees it); a hierarchical
+    scan over the segment maps (groups of ``GROUP``, a few tiny kernels)
+    gives every segment its carries; kernel 2 reads the segment again, loads
+    its scanned chunk maps (rather than composing and scanning them again),
+    propagates the segment carries to its chunks and re-runs them. ``G`` at
+    position 0 depends on the whole row, so a row larger than the chip's
+    on-chip memory must be read twice: 48 B per element for real inputs, plus
+    the 18 B of chunk maps written and read.
 
 Under a recursion mask (the "local" and "seed" sparse semantics) a masked
 position uses the rank-1 map ``[[d, 0], [1, 0]]``: the coupling is not
@@ -194,7 +198,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         return kt_prev, g00, g01, g10, g11, gc, mg
 
     @cuda.jit
-    def kern(a, k, z, mask, out, bad, mc, thn, th, ph, n, nc, group, rtol2):
+    def kern(a, k, z, mask, out, bad, mc, pm, thn, th, ph, n, nc, group, rtol2):
         # one dynamic shared buffer (sizes are compile-time constants; numba
         # types a closure int as int64, not as a literal, so static shapes fail)
         dyn = cuda.shared.array(0, _F64)
@@ -304,7 +308,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         kt_in = zero_k
         tau_in = 1.0
         kt_out = zero_k
-        if active:
+        if active and mode != 2:
             kt_in, tau_in = dv.balance(k[dv.ix(r), dv.ix(s - 1)] if s > 0 else zero_k)
             kt_out, _ = dv.balance(ld_k(sk_re, sk_im, base + nv - 1))
         # ---- chunk maps (forward: F = A_e ... A_s; backward: B = A'_s ... A'_e),
@@ -319,7 +323,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         g10 = 0j
         g11 = 1.0 + 0j
         gc = 0.0
-        if active:
+        if active and mode != 2:
             # forward step at p: [[d[p], -k[p-1] / t[p-1]], [t[p], 0]]; two steps per
             # iteration, so that the rows change places without register copies
             kt = kt_in
@@ -360,7 +364,15 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
             span = min(T, nc - sg * T)
             jj = tid
         cuda.syncthreads()
-        dd = 1
+        if mode == 2:
+            # kernel 1 stored this segment's scanned chunk maps (pm): load them
+            # (coalesced) instead of computing the chunk maps and the scan again
+            idx = tid
+            while idx < span * _MAP:
+                smap[dv.ix(idx)] = pm[dv.ix(r), dv.ix(sg), dv.ix(idx)]
+                idx += T
+            cuda.syncthreads()
+        dd = 1 if mode != 2 else span
         while dd < span:
             upd_f = active and jj >= dd
             upd_b = active and jj + dd < span
@@ -386,6 +398,11 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 dv.write_mat(mc[r, sg], 0, f00, f01, f10, f11, fc)
             if active and jj == 0:
                 dv.write_mat(mc[r, sg], 9, g00, g01, g10, g11, gc)
+            # the scanned chunk maps of the segment, for kernel 2 (coalesced)
+            idx = tid
+            while idx < span * _MAP:
+                pm[dv.ix(r), dv.ix(sg), dv.ix(idx)] = smap[dv.ix(idx)]
+                idx += T
             return
         fx = 1.0 + 0j
         fy = 0j
@@ -722,14 +739,19 @@ def run_sequence(a, k, z, mask, rec, comb, theta, out, bad, *, keep_arrays=None,
         rpb = T // nc
         kern, shm = _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, 0)
         kern[_grid(batch, rpb), T, 0, shm](a, k, z, mask, out, bad, dummies["maps"],
-                                           dummies["thn"], th, ph, n, nc, rpb, rtol2)
+                                           dummies["maps"], dummies["thn"], th, ph, n, nc, rpb,
+                                           rtol2)
         return
     nseg = (nc + T - 1) // T
     maps = workspace("maps0", (batch, nseg, _MAP))
     k1, shm1 = _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, 1)
-    k1[batch * nseg, T, 0, shm1](a, k, z, mask, out, bad, maps, dummies["thn"], th, ph, n, nc, nseg,
-                        rtol2)
+    # the scanned chunk maps of every segment (18 float64 per chunk), kept from
+    # kernel 1 for kernel 2
+    pm = workspace("chunkmaps", (batch, nseg, T * _MAP))
+    k1[batch * nseg, T, 0, shm1](a, k, z, mask, out, bad, maps, pm, dummies["thn"], th, ph, n, nc,
+                                 nseg, rtol2)
     thn = workspace("thn", (batch, 3))
     car = _scan(maps, thn, min(tpb, 128))
     k2, shm2 = _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, 2)
-    k2[batch * nseg, T, 0, shm2](a, k, z, mask, out, bad, car, thn, th, ph, n, nc, nseg, rtol2)
+    k2[batch * nseg, T, 0, shm2](a, k, z, mask, out, bad, car, pm, thn, th, ph, n, nc, nseg,
+                                 rtol2)
