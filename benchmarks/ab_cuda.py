@@ -9,7 +9,10 @@ same bit for bit. Real GPU only.
 
 Usage (the old version extracted from git, e.g. ``git archive REV bknumba | tar -x -C /tmp/old``)::
 
-    python benchmarks/ab_cuda.py --old /tmp/old [--rounds 2]
+    python benchmarks/ab_cuda.py --old /tmp/old [--rounds 2] [--shapes 0,1,2] [--kernels ratio]
+
+Each worker compiles its kernels (one to four minutes per round on a cold
+machine): with little device time, time fewer shapes and kernels.
 """
 from __future__ import annotations
 
@@ -83,10 +86,11 @@ def main(argv=None):
             env = dict(os.environ, PYTHONPATH=path + os.pathsep + os.environ.get("PYTHONPATH", ""))
             t0 = time.time()
             # -P: do not put the script's directory first on sys.path; cwd = the version's root
-            p = subprocess.run([sys.executable, "-P", os.path.abspath(__file__), "--old", args.old,
-                                "--worker", path, "--kernels", args.kernels]
-                               + ([] if args.shapes is None else ["--shapes", args.shapes]), env=env, cwd=path, capture_output=True,
-                               text=True)
+            cmd = [sys.executable, "-P", os.path.abspath(__file__), "--old", args.old,
+                   "--worker", path, "--kernels", args.kernels]
+            if args.shapes is not None:
+                cmd += ["--shapes", args.shapes]
+            p = subprocess.run(cmd, env=env, cwd=path, capture_output=True, text=True)
             line = [x for x in p.stdout.splitlines() if x.startswith("RESULT ")]
             if not line:
                 sys.exit(f"{tag} failed:\n{p.stderr[-3000:]}")

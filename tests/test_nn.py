@@ -177,7 +177,8 @@ def test_fused_layers_restore_the_blas_thread_count(rng):
     from bknumba.nn import _fused
 
     x = rng.standard_normal((512, 24)).astype(np.float32)
-    w, b = rng.standard_normal((16, 24)).astype(np.float32), rng.standard_normal(16).astype(np.float32)
+    w = rng.standard_normal((16, 24)).astype(np.float32)
+    b = rng.standard_normal(16).astype(np.float32)
     before = _fused.blas_threads()
     if before is None:  # no bundled OpenBLAS (checked in the test above): nothing to restore
         assert not _fused.available()
