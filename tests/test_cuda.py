@@ -146,6 +146,33 @@ def test_multilevel_scan(monkeypatch, method):
     assert _err(g, ref) < 1e-12
 
 
+def test_large_workspaces_grow_and_are_reused():
+    """The two-pass rows' scanned chunk maps and the batch kernel's theta counts live
+    in one growing buffer per name (sequence.large_workspace): shapes in turn, larger
+    and smaller, reuse it (a view of its front) and hold the largest size needed so far;
+    the results stay exact."""
+    seq.clear_workspace()
+    long_b, long_n = LONG
+    sizes = []
+    for batch, n in ((long_b, long_n), (long_b, long_n // 2), (long_b + 1, long_n)):
+        a, b, c, z = _inputs(batch, n)
+        for method in ("ratio", "theta_phi"):
+            g = _full(a, b, c, z, method, "sequence")
+            assert _err(g, bknumba.bk_core(a, b, c, z, method=method, device="cpu")) < 1e-12
+        sizes.append(seq._LARGE["chunkmaps"].shape[0])
+    assert sizes[1] == sizes[0] < sizes[2]  # the smaller shape reused the buffer
+    first = seq._LARGE["chunkmaps"]
+    a, b, c, z = _inputs(long_b, long_n)
+    _full(a, b, c, z, "ratio", "sequence")
+    assert seq._LARGE["chunkmaps"] is first  # not reallocated for a smaller need
+    a, b, c, z = _inputs(2, 60)
+    g = _full(a, b, c, z, "theta_phi", "batch")
+    assert _err(g, bknumba.bk_core(a, b, c, z, method="theta_phi", device="cpu")) < 1e-12
+    assert seq._LARGE["batch_cnt"].shape[0] == 2 * 60
+    seq.clear_workspace()
+    assert not seq._LARGE
+
+
 @pytest.mark.parametrize("chunk", [3, 5])
 def test_chunk_not_dividing_the_block(monkeypatch, chunk):
     """Chunk lengths that do not divide the block's threads: the staged slots are

@@ -128,9 +128,9 @@ def run_batch(a, k, z, mask, rec, comb, theta, out, bad, *, tpb, rtol, dummies):
     """Launch the one-thread-per-row kernel (device arrays; results written)."""
     batch, n = a.shape
     if theta:
-        from .sequence import workspace
+        from .sequence import large_workspace
 
-        scnt = workspace("batch_cnt", (batch, n))
+        scnt = large_workspace("batch_cnt", (batch, n))
     else:
         scnt = dummies["cnt"]
     kern = _batch_kernel(theta, rec, comb)

@@ -24,7 +24,8 @@ Two layouts:
     Kernel 1 reads each segment, composes and scans its chunk maps, and
     writes the segment's composed maps and its scanned chunk maps (a device
     workspace of 144 B per chunk, 9 B per position at the default chunk of
-    16, kept between calls: :func:`clear_workspace` frees it); a hierarchical
+    16, kept between calls at the largest size needed so far:
+    :func:`clear_workspace` frees it); a hierarchical
     scan over the segment maps (groups of ``GROUP``, a few tiny kernels)
     gives every segment its carries; kernel 2 reads the segment again, loads
     its scanned chunk maps (rather than composing and scanning them again),
@@ -65,7 +66,8 @@ from numba import cuda, types
 from . import _device as dv
 from ._device import SHIFT  # noqa: F401  (re-exported for the API)
 
-__all__ = ["run_sequence", "GROUP", "segment_threads", "workspace", "clear_workspace"]
+__all__ = ["run_sequence", "GROUP", "segment_threads", "workspace", "large_workspace",
+           "clear_workspace"]
 
 #: Maps composed per thread in the hierarchical segment scan.
 GROUP = 32
@@ -679,9 +681,28 @@ def workspace(name, shape, dtype=np.float64):
     return arr
 
 
+#: Growing flat buffers behind :func:`large_workspace`, one per name.
+_LARGE: dict = {}
+
+
+def large_workspace(name, shape, dtype=np.float64):
+    """A device scratch array of ``shape`` viewed from one flat buffer per ``name``,
+    replaced only by a larger one: for scratch that grows with ``B * N``, so that
+    calls of many shapes hold the largest size needed so far, not the sum over
+    shapes (:func:`workspace` keeps one array per shape)."""
+    count = int(np.prod(shape, dtype=np.int64))
+    dt = np.dtype(dtype)
+    buf = _LARGE.get(name)
+    if buf is None or buf.dtype != dt or buf.shape[0] < count:
+        _LARGE.pop(name, None)  # free the old one first
+        buf = _LARGE[name] = cuda.device_array(max(count, 1), dtype=dt)
+    return buf[:count].reshape(tuple(shape))
+
+
 def clear_workspace():
     """Free the cached device scratch arrays."""
     _WORKSPACE.clear()
+    _LARGE.clear()
 
 
 def _grid(count, tpb):
@@ -747,7 +768,7 @@ def run_sequence(a, k, z, mask, rec, comb, theta, out, bad, *, keep_arrays=None,
     k1, shm1 = _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, 1)
     # the scanned chunk maps of every segment (18 float64 per chunk), kept from
     # kernel 1 for kernel 2
-    pm = workspace("chunkmaps", (batch, nseg, T * _MAP))
+    pm = large_workspace("chunkmaps", (batch, nseg, T * _MAP))
     k1[batch * nseg, T, 0, shm1](a, k, z, mask, out, bad, maps, pm, dummies["thn"], th, ph, n, nc,
                                  nseg, rtol2)
     thn = workspace("thn", (batch, 3))
