@@ -29,7 +29,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["available", "linear_rows", "MIN_ROWS_PER_THREAD"]
+__all__ = ["available", "blas_threads", "linear_rows", "MIN_ROWS_PER_THREAD"]
 
 #: Fewer rows than this per thread: the NumPy path (one BLAS call) instead.
 MIN_ROWS_PER_THREAD = 64
