@@ -155,15 +155,31 @@ def test_fused_row_block_layers_match_float64(rows, width, monkeypatch):
             monkeypatch.delenv("BKNUMBA_NN_GEMM")
             _fused._library.cache_clear()
     np.testing.assert_array_equal(x, x0)
-    # one thread, or too few rows per thread: the NumPy path (nothing written)
+    # one Numba thread while the library has two, or too few rows per thread: the
+    # NumPy path (nothing written); one Numba thread and one library thread: one
+    # serial block, the same results
+    set_threads = _fused._library()[1]
+    blas_before = set_threads(2)
     out = np.full((rows, width), np.nan, np.float32)
     numba.set_num_threads(1)
     try:
         assert not _fused.linear_rows(x, w, b, _fused.BIAS, out)
+        assert np.isnan(out).all()
+        set_threads(1)
+        for mode, call in calls.items():
+            out = np.full((rows, width), np.nan, np.float32)
+            assert _fused.linear_rows(x, w, b, getattr(_fused, mode), out, g, beta)
+            np.testing.assert_allclose(out, want[mode], rtol=2e-5, atol=2e-5, err_msg=mode)
+            np.testing.assert_allclose(call(), out, rtol=0, atol=0, err_msg=mode)
+        assert _fused.blas_threads() == 1
     finally:
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
-    assert np.isnan(out).all()
-    assert not _fused.linear_rows(x[:100], w, b, _fused.BIAS, out[:100])
+        set_threads(blas_before)
+    set_threads(2)
+    try:
+        assert not _fused.linear_rows(x[:100], w, b, _fused.BIAS, out[:100])
+    finally:
+        set_threads(blas_before)
 
 
 def test_fused_layers_restore_the_blas_thread_count(rng):

@@ -168,12 +168,18 @@ def _kernel():
 
 def _parts(rows):
     """Row blocks for ``rows`` rows (one per Numba thread), or 0 where the fused path
-    does not apply (library missing, one thread, too few rows per thread)."""
-    if not available():
+    does not apply: library missing; fewer than :data:`MIN_ROWS_PER_THREAD` rows per
+    thread; one Numba thread while the library has more (its own threads then do the
+    GEMM faster). With one Numba thread and one library thread the layer runs as one
+    serial block: its GEMM, then its pass on rows still in cache."""
+    if not available() or rows < 1:
         return 0
     import numba
 
-    parts = min(numba.get_num_threads(), rows // MIN_ROWS_PER_THREAD)
+    threads = numba.get_num_threads()
+    if threads == 1:
+        return 1 if blas_threads() == 1 else 0
+    parts = min(threads, rows // MIN_ROWS_PER_THREAD)
     return parts if parts >= 2 else 0
 
 
@@ -204,8 +210,10 @@ def linear_rows(x2, weight, bias, mode, out, ln_w=None, ln_b=None, eps=1e-5):
     """``out = pass(x2 @ weight.T + bias)`` for float32 C-contiguous 2-D operands, the
     pass one of :data:`BIAS`, :data:`RELU`, :data:`GELU` (exact-erf GELU) or
     :data:`LN_GELU` (LayerNorm with ``ln_w``, ``ln_b``, ``eps``, then GELU). Returns
-    False (and does nothing) when the fused path does not apply: library missing,
-    one Numba thread, or fewer than :data:`MIN_ROWS_PER_THREAD` rows per thread."""
+    False (and does nothing) when the fused path does not apply (:func:`_parts`):
+    library missing, with several Numba threads fewer than
+    :data:`MIN_ROWS_PER_THREAD` rows per thread, with one Numba thread a library
+    running on more."""
     parts = _parts(x2.shape[0])
     if not parts:
         return False

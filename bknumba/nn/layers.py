@@ -6,8 +6,10 @@ row blocks, each block a single-threaded GEMM of NumPy's own OpenBLAS followed b
 the block's element pass (:mod:`bknumba.nn._fused`), so that one thread pool does
 all the work: Numba's OpenMP workers and OpenBLAS's workers both spin while they
 wait, and alternating the two pools costs more than it gains at these sizes
-(measured: 0.84 ms became 3.7 ms on 2 cores). Where that path does not apply
-(float64, one thread, small inputs, a NumPy without its bundled OpenBLAS): NumPy
+(measured: 0.84 ms became 3.7 ms on 2 cores); with one Numba thread and one
+OpenBLAS thread, the same kernel as one serial block. Where that path does not
+apply (float64, one Numba thread while OpenBLAS has more, small inputs, a NumPy
+without its bundled OpenBLAS): NumPy
 on BLAS (``matmul``) plus serial float32 Numba kernels (:mod:`bknumba.nn._kernels`)
 for GELU, ReLU, LayerNorm and their fusions with the preceding Linear's bias. All of them
 are pure functions of their arguments: inputs are never modified, the
