@@ -9,8 +9,6 @@ Run:  python benchmarks/probe_nn_gemm.py
 """
 from __future__ import annotations
 
-import ctypes
-import glob
 import os
 import sys
 
@@ -18,19 +16,16 @@ import numba
 import numpy as np
 from numba import njit, prange
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, ".."))
+sys.path.insert(0, HERE)
 from _timing import best_ms as best  # noqa: E402
 
-PATH = glob.glob(os.path.join(os.path.dirname(np.__file__), os.pardir, "numpy.libs",
-                              "libscipy_openblas64_*"))[0]
-LIB = ctypes.CDLL(PATH)
-SGEMM = LIB.scipy_cblas_sgemm64_
-I32, I64, F32, VP = ctypes.c_int, ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
-SGEMM.argtypes = [I32, I32, I32, I64, I64, I64, F32, VP, I64, VP, I64, F32, VP, I64]
-SGEMM.restype = None
-SET_LOCAL = LIB.openblas_set_num_threads_local
-SET_LOCAL.argtypes = [I32]
-SET_LOCAL.restype = I32
+from bknumba.nn import _fused  # noqa: E402
+
+# NumPy's bundled OpenBLAS, as bknumba.nn._fused loads it (ctypes functions, which
+# Numba calls from compiled code)
+SGEMM, SET_LOCAL, GET_THREADS = _fused._library()
 
 
 @njit(parallel=True)
@@ -61,7 +56,7 @@ def blocks(x, w, y):
 
 def main():
     rng = np.random.default_rng(0)
-    print(f"OpenBLAS threads for numpy.matmul: {LIB.scipy_openblas_get_num_threads64_()}")
+    print(f"OpenBLAS threads for numpy.matmul: {GET_THREADS()}")
     print(f"numba threads {numba.get_num_threads()}, threading layer: ", end="")
     for m, kd, n in [(2048, 64, 128), (2048, 128, 128), (4096, 64, 128), (4096, 128, 64)]:
         x = rng.standard_normal((m, kd)).astype(np.float32)

@@ -374,25 +374,26 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 smap[dv.ix(idx)] = pm[dv.ix(r), dv.ix(sg), dv.ix(idx)]
                 idx += T
             cuda.syncthreads()
-        dd = 1 if mode != 2 else span
-        while dd < span:
-            upd_f = active and jj >= dd
-            upd_b = active and jj + dd < span
-            if upd_f:
-                p00, p01, p10, p11, pcn = dv.read_mat(smap, o - dd * _MAP)
-            if upd_b:
-                q00, q01, q10, q11, qcn = dv.read_mat(smap, o + dd * _MAP + 9)
-            cuda.syncthreads()
-            if upd_f:
-                f00, f01, f10, f11, fc = dv.mat_mul(f00, f01, f10, f11, fc,
-                                                    p00, p01, p10, p11, pcn)
-                dv.write_mat(smap, o, f00, f01, f10, f11, fc)
-            if upd_b:
-                g00, g01, g10, g11, gc = dv.mat_mul(g00, g01, g10, g11, gc,
-                                                    q00, q01, q10, q11, qcn)
-                dv.write_mat(smap, o + 9, g00, g01, g10, g11, gc)
-            cuda.syncthreads()
-            dd *= 2
+        else:
+            dd = 1
+            while dd < span:
+                upd_f = active and jj >= dd
+                upd_b = active and jj + dd < span
+                if upd_f:
+                    p00, p01, p10, p11, pcn = dv.read_mat(smap, o - dd * _MAP)
+                if upd_b:
+                    q00, q01, q10, q11, qcn = dv.read_mat(smap, o + dd * _MAP + 9)
+                cuda.syncthreads()
+                if upd_f:
+                    f00, f01, f10, f11, fc = dv.mat_mul(f00, f01, f10, f11, fc,
+                                                        p00, p01, p10, p11, pcn)
+                    dv.write_mat(smap, o, f00, f01, f10, f11, fc)
+                if upd_b:
+                    g00, g01, g10, g11, gc = dv.mat_mul(g00, g01, g10, g11, gc,
+                                                        q00, q01, q10, q11, qcn)
+                    dv.write_mat(smap, o + 9, g00, g01, g10, g11, gc)
+                cuda.syncthreads()
+                dd *= 2
 
         # ---- carries
         if mode == 1:

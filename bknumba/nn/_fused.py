@@ -183,29 +183,6 @@ def _parts(rows):
     return parts if parts >= 2 else 0
 
 
-def _run(kernel, *args):
-    """``kernel(*args)`` with the library's thread count at 1 for the region.
-
-    The count is process-wide (``openblas_set_num_threads_local`` sets the global
-    count in the pthreads builds NumPy ships): it is set once around the whole
-    region, never inside it, and one fused call runs at a time, so that the count
-    is always restored."""
-    set_threads = _library()[1]
-    with _LOCK:
-        old = set_threads(1)
-        try:
-            kernel(*args)
-        finally:
-            set_threads(old)
-
-
-def _pass_args(d, bias, ln_w, ln_b):
-    bias = np.zeros(d, np.float32) if bias is None else np.ascontiguousarray(bias)
-    if ln_w is None:
-        ln_w = ln_b = bias
-    return bias, np.ascontiguousarray(ln_w), np.ascontiguousarray(ln_b)
-
-
 def linear_rows(x2, weight, bias, mode, out, ln_w=None, ln_b=None, eps=1e-5):
     """``out = pass(x2 @ weight.T + bias)`` for float32 C-contiguous 2-D operands, the
     pass one of :data:`BIAS`, :data:`RELU`, :data:`GELU` (exact-erf GELU) or
@@ -217,8 +194,21 @@ def linear_rows(x2, weight, bias, mode, out, ln_w=None, ln_b=None, eps=1e-5):
     parts = _parts(x2.shape[0])
     if not parts:
         return False
-    bias, ln_w, ln_b = _pass_args(weight.shape[0], bias, ln_w, ln_b)
-    _run(_kernel(), x2, np.ascontiguousarray(weight), bias, ln_w, ln_b, float(eps),
-         int(mode), out, parts)
+    bias = np.zeros(weight.shape[0], np.float32) if bias is None else np.ascontiguousarray(bias)
+    if ln_w is None:
+        ln_w = ln_b = bias
+    args = (x2, np.ascontiguousarray(weight), bias, np.ascontiguousarray(ln_w),
+            np.ascontiguousarray(ln_b), float(eps), int(mode), out, parts)
+    kernel = _kernel()
+    set_threads = _library()[1]
+    # the library's thread count is process-wide (openblas_set_num_threads_local sets
+    # the global count in the pthreads builds NumPy ships): set once around the whole
+    # region, never inside it, and one fused call at a time, so that it is restored
+    with _LOCK:
+        old = set_threads(1)
+        try:
+            kernel(*args)
+        finally:
+            set_threads(old)
     return True
 

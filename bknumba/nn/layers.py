@@ -85,7 +85,7 @@ def linear(x, weight, bias=None):
     lead = x.shape[:-1]
     y = _fused_rows(x, weight, bias, "BIAS")
     if y is not None:
-        return y.reshape(*lead, weight.shape[0])
+        return y
     y = x.reshape(-1, x.shape[-1]) @ weight.T
     if bias is not None:
         if _fast32(y, bias) and bias.ndim == 1 and bias.flags.c_contiguous:
