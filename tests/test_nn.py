@@ -214,6 +214,38 @@ def test_fused_layers_restore_the_blas_thread_count(rng):
         numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
 
 
+def test_element_kernels_ask_llvm_for_512_bit_vectors():
+    """The float32 element kernels carry the function attribute that lets LLVM use
+    512-bit vectors (nn._kernels.wide_vectors; LLVM's default for AVX-512 Intel cores
+    is 256): in a plain kernel and, inlined through the pass, in the prange body of
+    the fused layers (a function of its own). The attribute is set through llvmlite's
+    internals, which swallow a failure: this is where a failure would show."""
+    import numba
+
+    from bknumba.nn import _fused
+    from bknumba.nn import _kernels as kernels
+
+    attr = '"prefer-vector-width"="512"'
+    x = np.linspace(-3, 3, 40).astype(np.float32)
+    out = np.empty_like(x)
+    # compiled afresh: Numba does not show the IR of code loaded from its disk cache
+    plain = numba.njit(**dict(kernels._SERIAL, cache=False))(kernels.gelu_flat.py_func)
+    plain(x, out)
+    np.testing.assert_array_equal(out, layers.gelu(x))
+    assert attr in plain.inspect_llvm(plain.signatures[0])
+    if not _fused.available():
+        return
+    w = np.ones((16, 40), np.float32) / 40
+    y = np.empty((2, 16), np.float32)
+    _fused._kernel()(x.reshape(2, 20).repeat(2, 1), w, np.zeros(16, np.float32),
+                     np.ones(16, np.float32), np.zeros(16, np.float32), 1e-5, _fused.GELU, y, 1)
+    rows = _fused._kernel()
+    ir = rows.inspect_llvm(rows.signatures[0])
+    assert attr in ir and "__numba_parfor_gufunc" in ir
+    np.testing.assert_allclose(y, layers.gelu(x.reshape(2, 20).repeat(2, 1) @ w.T), rtol=1e-6,
+                               atol=1e-7)
+
+
 def test_scratch_arrays_never_leak_into_results(rng, monkeypatch):
     # intermediates live in per-thread work arrays (layers._scratch); results are fresh
     x = rng.standard_normal((4, 8, 6)).astype(np.float32)

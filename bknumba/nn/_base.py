@@ -74,20 +74,27 @@ def thread_limit(num_threads):
     import numba
 
     _STATE.active = True
+    want = max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS))
     old = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS)))
+    if old != want:
+        numba.set_num_threads(want)
     try:
-        blas = _blas_pools()
-        saved = [pool.get_num_threads() for pool in blas]
-        for pool in blas:
-            pool.set_num_threads(int(num_threads))
+        # only the pools whose count differs are set (and restored): setting a
+        # count costs microseconds even when it does not change
+        changed = []
+        for pool in _blas_pools():
+            n = pool.get_num_threads()
+            if n != int(num_threads):
+                pool.set_num_threads(int(num_threads))
+                changed.append((pool, n))
         try:
             yield
         finally:
-            for pool, n in zip(blas, saved):
+            for pool, n in changed:
                 pool.set_num_threads(n)
     finally:
-        numba.set_num_threads(old)
+        if old != want:
+            numba.set_num_threads(old)
         _STATE.active = False
 
 

@@ -91,7 +91,7 @@ def _kernel():
     sgemm = _library()[0]
     from numba import njit, prange
 
-    from ._kernels import _SERIAL, gelu_f32
+    from ._kernels import _SERIAL, gelu_f32, wide_vectors
 
     f32 = np.float32
     opts = dict(_SERIAL, parallel=True, cache=False)
@@ -104,6 +104,7 @@ def _kernel():
     @njit(**fm)
     def _sum(v):  # pragma: no cover - compiled
         """``sum(v)`` in float64."""
+        wide_vectors()
         s = 0.0
         for j in range(v.size):
             s += v[j]
@@ -112,6 +113,7 @@ def _kernel():
     @njit(**fm)
     def _sumsq(v, c):  # pragma: no cover - compiled
         """``sum((v - c)**2)`` in float64."""
+        wide_vectors()
         s = 0.0
         for j in range(v.size):
             x = v[j] - c
@@ -129,6 +131,7 @@ def _kernel():
     @njit(inline="always", **_SERIAL)
     def _pass(y, i0, i1, bias, ln_w, ln_b, eps, mode):  # pragma: no cover - compiled
         """The element pass ``mode`` on rows ``i0:i1`` of ``y``, in place."""
+        wide_vectors()  # inlined: sets the width of the prange body's function
         n = y.shape[1]
         inv_n = 1.0 / n
         for i in range(i0, i1):

@@ -8,9 +8,12 @@ multiply-add) is always allowed here: it only removes a rounding, and the
 float32 activations are compared with PyTorch at float32 round-off anyway;
 the complex128 BK-Core kernels never get it unless ``BKNUMBA_FASTMATH=1``.
 ``error_model="numpy"`` (no division-by-zero branch) is what lets LLVM
-vectorise the element loops (16 float32 lanes with AVX-512): there is no libm
-call in the loops, the exponential is written out and its ``2**k`` factor is
-built from the exponent bits through a bit cast.
+vectorise the element loops: there is no libm call in the loops, the
+exponential is written out and its ``2**k`` factor is built from the exponent
+bits through a bit cast. Every kernel here (and the fused passes of
+:mod:`bknumba.nn._fused`) calls :func:`wide_vectors`, so that on AVX-512
+machines the loops run 16 float32 lanes wide instead of the 8 LLVM picks by
+default there.
 
 GELU
     ``x * Phi(x)``. With ``u = |x|``, ``h = Phi(-u) = erfc(u / sqrt 2) / 2``
@@ -59,6 +62,35 @@ def _bits_as_f32(typingctx, v):
     return sig, codegen
 
 
+@intrinsic
+def wide_vectors(typingctx):
+    """Let LLVM vectorise the function being compiled with 512-bit vectors.
+
+    LLVM's tuning for Skylake-AVX512 and later Intel cores prefers 256-bit
+    vectors (the ``prefer-vector-width`` function attribute defaults to 256
+    there, and Numba offers no per-function setting), so the float32 element
+    loops ran 8 lanes wide on machines with 16-lane registers. Called anywhere
+    in a function (also in code inlined into a ``prange`` body, which is compiled
+    as a function of its own), this sets ``"prefer-vector-width"="512"`` on it:
+    the same operations in wider vectors. Element-wise loops give the same bits;
+    a sum whose additions may be reordered (``fastmath`` ``reassoc``: the float64
+    LayerNorm statistics of the fused layers) adds in another order. Where
+    AVX-512 is missing LLVM uses the widest legal vectors instead. The attribute
+    is added to llvmlite's attribute set directly (its ``add`` accepts only flag
+    attributes); if that ever fails, nothing changes but the width.
+    """
+    sig = types.none()
+
+    def codegen(context, builder, signature, args):
+        try:
+            set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        except Exception:  # pragma: no cover - a future llvmlite; the width only
+            pass
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 @njit(inline="always", **_SERIAL)
 def gelu_f32(v):  # pragma: no cover - compiled
     """Exact-erf GELU of one float32 (see the module docstring)."""
@@ -82,6 +114,7 @@ def gelu_f32(v):  # pragma: no cover - compiled
 @njit(**_SERIAL)
 def gelu_flat(xf, out):  # pragma: no cover - compiled
     """``out[i] = gelu(xf[i])`` (1-D float32; ``out`` may be ``xf``)."""
+    wide_vectors()
     for i in range(xf.size):
         out[i] = gelu_f32(xf[i])
 
@@ -89,6 +122,7 @@ def gelu_flat(xf, out):  # pragma: no cover - compiled
 @njit(**_SERIAL)
 def bias_gelu(x2, bias, out):  # pragma: no cover - compiled
     """``out = gelu(x2 + bias)`` over rows of a 2-D float32 array (``out`` may be ``x2``)."""
+    wide_vectors()
     rows, d = x2.shape
     for i in range(rows):
         for j in range(d):
@@ -98,6 +132,7 @@ def bias_gelu(x2, bias, out):  # pragma: no cover - compiled
 @njit(**_SERIAL)
 def bias_add_(x2, bias):  # pragma: no cover - compiled
     """``x2 += bias`` in place over rows of a 2-D float32 array."""
+    wide_vectors()
     rows, d = x2.shape
     for i in range(rows):
         for j in range(d):
@@ -107,6 +142,7 @@ def bias_add_(x2, bias):  # pragma: no cover - compiled
 @njit(**_SERIAL)
 def bias_relu_(x2, bias):  # pragma: no cover - compiled
     """``x2 = relu(x2 + bias)`` in place over rows of a 2-D float32 array."""
+    wide_vectors()
     rows, d = x2.shape
     for i in range(rows):
         for j in range(d):
@@ -117,6 +153,7 @@ def bias_relu_(x2, bias):  # pragma: no cover - compiled
 @njit(**_SERIAL)
 def pool(x, w, out):  # pragma: no cover - compiled
     """``out[b, j] = sum_r w[j, r] x[b, f j + r]`` (``w`` already softmaxed), float32."""
+    wide_vectors()
     bsz, n, d = x.shape
     m, f = w.shape
     for bi in range(bsz):
@@ -133,6 +170,7 @@ def pool(x, w, out):  # pragma: no cover - compiled
 @njit(**_SERIAL)
 def center(x2, bias_in, mean, out):  # pragma: no cover - compiled
     """``out[i] = x2[i] + bias_in - mean[i]`` (float32 rows; ``out`` must not overlap ``x2``)."""
+    wide_vectors()
     rows, d = x2.shape
     for i in range(rows):
         m = mean[i]
@@ -143,6 +181,7 @@ def center(x2, bias_in, mean, out):  # pragma: no cover - compiled
 @njit(**_SERIAL)
 def scale_act(c2, inv, w, b, out, act):  # pragma: no cover - compiled
     """``out[i] = act(c2[i] * inv[i] * w + b)``, ``act`` GELU or identity (no overlap)."""
+    wide_vectors()
     rows, d = c2.shape
     for i in range(rows):
         s = inv[i]

@@ -23,6 +23,7 @@ Activations are kept channel-last, ``(..., C)``; :func:`conv1d` therefore takes
 """
 from __future__ import annotations
 
+import math
 import threading
 
 import numpy as np
@@ -50,7 +51,7 @@ def _scratch(tag, shape, dtype=np.float32):
     """
     shape = tuple(int(v) for v in shape)
     dtype = np.dtype(dtype)
-    size = int(np.prod(shape, dtype=np.int64))
+    size = math.prod(shape)
     if size * dtype.itemsize > SCRATCH_MAX_BYTES:
         return np.empty(shape, dtype)
     cache = getattr(_SCRATCH, "arrays", None)
