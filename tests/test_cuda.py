@@ -428,6 +428,79 @@ def test_graded_scales_like_cpu(kernel, lo, hi):
         assert np.max(np.abs(got - want)[keep] / np.abs(want)[keep]) < 1e-13
 
 
+def _local_case_masks(batch, n, chunk):
+    """Masks for the "local" look-back (rows staged whole, fused kernel): row 0 with
+    every third position masked (restarts close to every chunk), row 1 with one run
+    of 3 * chunk computed positions in the middle (longer than the look-back: that
+    block takes the map path), row 2 computed at both ends up to 2 * chunk positions
+    in (the restarts are the row's start and end), other rows random at 50 %."""
+    rng = np.random.default_rng(11)
+    mask = rng.random((batch, n)) >= 0.5
+    mask[0] = np.arange(n) % 3 != 1
+    mask[1] = np.arange(n) % 2 == 0
+    mid = n // 2 - (3 * chunk) // 2
+    mask[1, mid:mid + 3 * chunk] = True
+    mask[2] = np.arange(n) % 2 == 0
+    mask[2, :2 * chunk] = True
+    mask[2, n - 2 * chunk:] = True
+    return mask
+
+
+def test_local_carries_from_the_nearest_restart():
+    """Under the "local" semantics a masked position restarts both recursions, so the
+    fused sequence kernel takes a chunk's carries from the nearest restarts before and
+    after it (no chunk maps, no scan) when every chunk of a block finds them within
+    its look-back: against the CPU engine where it does (rows of restarts every few
+    positions, restarts at the row's ends), where one chunk of the block does not
+    (a long computed run: the map path) and for rows of one block each."""
+    chunk = options["chunk"]
+    # whole rows in a block (the fused kernel): at most T chunks per row
+    n = 8 * chunk if SIM else 1000
+    batch = 6 if SIM else 300
+    a, b, c, z = _inputs(batch, n, cplx=False, seed=3)
+    mask = _local_case_masks(batch, n, chunk)
+    for semantics in ("local",):
+        for aa, bb in ((a, b), (a + 0.2j, b + 0.1j)):
+            g = _sparse(aa, bb, c, mask, z, semantics, "ratio", "sequence")
+            ref = bknumba.sparse_bk_core(aa, bb, c, mask, z, semantics=semantics, device="cpu")
+            np.testing.assert_array_equal(g[~mask], 0)
+            assert _err(g, ref) < 1e-13
+            # one row at a time (one block per row, the decision per block)
+            for r in range(3):
+                g1 = _sparse(aa[r:r + 1], bb[r:r + 1], c[r:r + 1], mask[r:r + 1], z[r:r + 1],
+                             semantics, "ratio", "sequence")
+                assert _err(g1, ref[r:r + 1]) < 1e-13
+
+
+def test_local_zero_pivot_after_a_restart_in_the_previous_chunk():
+    """A zero pivot whose recursion starts at a masked position in the chunk before
+    (the carry comes from the look-back) is reported at the CPU engine's row and
+    position; with on_singular="nan" only that row is NaN."""
+    chunk = options["chunk"]
+    n = 4 * chunk if SIM else 512
+    s = 2 * chunk  # a chunk boundary
+    a = np.full((3, n), -2.0)
+    mask = np.ones((3, n), dtype=bool)
+    mask[:, 1::3] = False
+    mask[1, s - 3:s + 1] = [True, False, True, True]
+    # row 1: L[s-2] = d = 1 (masked), L[s-1] = 2 - 1/1 = 1, L[s] = 1 - 1/1 = 0
+    a[1, s - 2:s + 1] = [1.0, 2.0, 1.0]
+    z = np.array([1j, 0.0, 1j])
+    k = np.ones((3, n - 1))
+    with pytest.raises(SingularResolventError) as cpu:
+        bknumba.sparse_bk_core(a, k, 1.0, mask, z, semantics="local", device="cpu")
+    with pytest.raises(SingularResolventError) as gpu:
+        _sparse(a, k, np.ones((3, n - 1)), mask, z, "local", "ratio", "sequence")
+    np.testing.assert_array_equal(gpu.value.rows, cpu.value.rows)
+    np.testing.assert_array_equal(gpu.value.positions, cpu.value.positions)
+    g = _sparse(a, k, np.ones((3, n - 1)), mask, z, "local", "ratio", "sequence",
+                on_singular="nan")
+    ref = bknumba.sparse_bk_core(a, k, 1.0, mask, z, semantics="local", device="cpu",
+                                 on_singular="nan")
+    assert np.isnan(g[1]).all() and not np.isnan(g[[0, 2]]).any()
+    assert _err(g[[0, 2]], ref[[0, 2]]) < 1e-13
+
+
 def test_singular_in_a_later_chunk():
     """A zero pivot past the first chunk / segment is found at the right position."""
     n = 60 if SIM else 50_000

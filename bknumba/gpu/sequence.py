@@ -41,6 +41,15 @@ written for ``G``. Loads are not skipped: masked positions are scattered
 below the 32-byte sector size, so skipping them saves no memory traffic,
 and unconditional (clamped) loads keep four loads per array in flight.
 
+Under the "local" semantics a masked position also restarts the recursions
+*exactly* (``L = R = d`` there), and so do the row's ends: in the fused
+layout, a block whose every chunk finds a restart within ``2 C`` positions
+before and after it (block-uniform vote) skips the chunk maps and the scan,
+and each chunk gets its carries by running the recursions from those
+restarts (a few steps at moderate sparsity; the same operations as the
+chunks that own those positions). Other blocks, rows with rescaled
+couplings, and the global layout take the map path.
+
 Loads are staged with clamped, branch-free indices so that each thread has
 several loads in flight; the in-block scan over the chunk maps is a
 Hillis-Steele scan in shared memory with ``syncthreads`` (no warp shuffles,
@@ -121,6 +130,10 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
     TC = T % C == 0
     QT = T + T // C  # slot distance of positions T apart (when C divides T)
     write_g = (mode != 1) and not keep
+    # "local" semantics on whole staged rows: carries from the nearest restart
+    # (see the comment at the look-back in the kernel)
+    LOOK = mode == 0 and rec and not theta
+    LB = 2 * C  # longest look-back, positions
     zero_k = 0j if cplx_k else 0.0
     O_AR = 0
     O_AI = O_AR + SA
@@ -304,6 +317,46 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         base = tid * P
         zz = z[r] if active else 0j
         o = tid * _MAP
+        e_last = s + nv - 1
+
+        # ---- "local" semantics: a masked position restarts both recursions
+        # (L = R = d there), and so does the row's end. A chunk's carries L[s-1] and
+        # R[e+1] then follow from the nearest restart before and after it, a few
+        # positions away at moderate sparsity, by the recursions themselves (the
+        # same operations as the chunks that own those positions, so the same
+        # bits). When every chunk of the block finds both restarts within LB
+        # positions of the staged row, the block skips the chunk maps and the scan
+        # (block-uniform: the scan has barriers); else, and with rescaled
+        # couplings (bal), it takes the map path below.
+        lb = False
+        fm = 0
+        bm = 0
+        if LOOK and not bal:
+            # the restarts before the chunks first; after them only if all were found
+            # (a mask with few masked positions then wastes one look-back, not two)
+            ok = 1
+            if active:
+                qrow = rl * nc
+                fm = s - 1
+                cnt = 0
+                while fm > 0 and sm[dv.ix(slot(qrow, fm))] != 0 and cnt < LB:
+                    fm -= 1
+                    cnt += 1
+                if fm > 0 and sm[dv.ix(slot(qrow, fm))] != 0:
+                    ok = 0
+            lb = cuda.syncthreads_and(ok) != 0
+            if lb:
+                ok = 1
+                if active:
+                    qrow = rl * nc
+                    bm = e_last + 1
+                    cnt = 0
+                    while bm < n - 1 and sm[dv.ix(slot(qrow, bm))] != 0 and cnt < LB:
+                        bm += 1
+                        cnt += 1
+                    if bm < n - 1 and sm[dv.ix(slot(qrow, bm))] != 0:
+                        ok = 0
+                lb = cuda.syncthreads_and(ok) != 0
         # couplings at the chunk's ends, balanced (dv.balance): k[s-1] (read from
         # device memory: staged by the previous chunk) and k[e]; computed again
         # for the re-run rather than kept live across the scan (registers)
@@ -325,7 +378,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         g10 = 0j
         g11 = 1.0 + 0j
         gc = 0.0
-        if active and mode != 2:
+        if active and mode != 2 and not lb:
             # forward step at p: [[d[p], -k[p-1] / t[p-1]], [t[p], 0]]; two steps per
             # iteration, so that the rows change places without register copies
             kt = kt_in
@@ -374,7 +427,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                 smap[dv.ix(idx)] = pm[dv.ix(r), dv.ix(sg), dv.ix(idx)]
                 idx += T
             cuda.syncthreads()
-        else:
+        elif not lb:
             dd = 1
             while dd < span:
                 upd_f = active and jj >= dd
@@ -413,7 +466,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         gx = 1.0 + 0j
         gy = 0j
         gcnt = 0.0
-        if active:
+        if active and not lb:
             if mode == 2:
                 fx, fy, fcnt = dv.read_vec(mc[r, sg], 0)
                 gx, gy, gcnt = dv.read_vec(mc[r, sg], 5)
@@ -435,13 +488,25 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         if active:
             kt_in, _ = dv.balance(k[dv.ix(r), dv.ix(s - 1)] if s > 0 else zero_k)
             kt_out, _ = dv.balance(ld_k(sk_re, sk_im, base + nv - 1))
-            e_last = s + nv - 1
             if not theta:
                 # forward: L[p] = d[p] - k[p-1] / L[p-1]; the balanced carry gives
                 # w = t[s-1] / L[s-1] = fy / fx, and k[s-1] / L[s-1] = (k[s-1] / t[s-1]) w
-                if s > 0 and fx.real == 0.0 and fx.imag == 0.0:
-                    bb = min(bb, s - 1)
-                w = dv.ratio(fy, fx) if s > 0 else 0j
+                if lb:
+                    # L from the restart fm (masked, or the row's start) up to s - 1
+                    # (no rescaled couplings here: t = 1); pivots there are the
+                    # owning chunks' to check
+                    w = 0j
+                    if s > 0:
+                        qrow = rl * nc
+                        lv = ld_a(sa_re, sa_im, slot(qrow, fm)) - zz
+                        for p in range(fm + 1, s):
+                            d = ld_a(sa_re, sa_im, slot(qrow, p)) - zz
+                            lv = d - kmul(ld_k(sk_re, sk_im, slot(qrow, p - 1)), dv.inv(lv))
+                        w = dv.inv(lv)
+                else:
+                    if s > 0 and fx.real == 0.0 and fx.imag == 0.0:
+                        bb = min(bb, s - 1)
+                    w = dv.ratio(fy, fx) if s > 0 else 0j
                 for i in range(nv):
                     q = base + i
                     d = ld_a(sa_re, sa_im, q) - zz
@@ -463,9 +528,20 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     w = dv.inv(lv)
                 # backward: R[p] = d[p] - k[p] / R[p+1]; from the balanced carry
                 # u = t[e] / R[e+1] = gy / gx, used with k[e] / t[e] (kt_out)
-                if e_last < n - 1 and gx.real == 0.0 and gx.imag == 0.0:
-                    bb = min(bb, e_last + 1)
-                u = dv.ratio(gy, gx) if e_last < n - 1 else 0j
+                if lb:
+                    # R from the restart bm (masked, or the row's end) down to e + 1
+                    u = 0j
+                    if e_last < n - 1:
+                        qrow = rl * nc
+                        rv = ld_a(sa_re, sa_im, slot(qrow, bm)) - zz
+                        for p in range(bm - 1, e_last, -1):
+                            d = ld_a(sa_re, sa_im, slot(qrow, p)) - zz
+                            rv = d - kmul(ld_k(sk_re, sk_im, slot(qrow, p)), dv.inv(rv))
+                        u = dv.inv(rv)
+                else:
+                    if e_last < n - 1 and gx.real == 0.0 and gx.imag == 0.0:
+                        bb = min(bb, e_last + 1)
+                    u = dv.ratio(gy, gx) if e_last < n - 1 else 0j
                 for i in range(nv - 1, -1, -1):
                     q = base + i
                     p = s + i
