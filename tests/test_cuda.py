@@ -472,6 +472,28 @@ def test_local_carries_from_the_nearest_restart():
                 assert _err(g1, ref[r:r + 1]) < 1e-13
 
 
+@settings(max_examples=12 if SIM else 40, deadline=None)
+@given(st.integers(1, 4), st.integers(1, 32), st.floats(0.0, 1.0), st.integers(0, 2**31),
+       st.booleans())
+def test_local_matches_cpu_at_any_sparsity(batch, n, sparsity, seed, cplx):
+    """Whole rows in one block (the fused kernel, which takes its carries from the
+    nearest restarts or from the chunk maps, per block): the "local" semantics at any
+    sparsity against the CPU engine, zero at masked positions, NaN rows alike."""
+    if not SIM:
+        n *= 32  # up to 1024 positions: still rows done whole in one block
+    a, b, c, z = _inputs(batch, n, cplx=cplx, seed=seed % 1000)
+    mask = np.random.default_rng(seed).random((batch, n)) >= sparsity
+    g = _sparse(a, b, c, mask, z, "local", "ratio", "sequence", on_singular="nan")
+    ref = bknumba.sparse_bk_core(a, b, c, mask, z, semantics="local", device="cpu",
+                                 on_singular="nan")
+    bad = np.isnan(ref).all(axis=-1)
+    np.testing.assert_array_equal(np.isnan(g).all(axis=-1), bad)
+    ok = ~bad
+    np.testing.assert_array_equal(g[ok][~mask[ok]], 0)
+    if ok.any():
+        assert _err(g[ok], ref[ok]) < 1e-12
+
+
 def test_local_zero_pivot_after_a_restart_in_the_previous_chunk():
     """A zero pivot whose recursion starts at a masked position in the chunk before
     (the carry comes from the look-back) is reported at the CPU engine's row and
