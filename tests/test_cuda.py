@@ -459,17 +459,16 @@ def test_local_carries_from_the_nearest_restart():
     batch = 6 if SIM else 300
     a, b, c, z = _inputs(batch, n, cplx=False, seed=3)
     mask = _local_case_masks(batch, n, chunk)
-    for semantics in ("local",):
-        for aa, bb in ((a, b), (a + 0.2j, b + 0.1j)):
-            g = _sparse(aa, bb, c, mask, z, semantics, "ratio", "sequence")
-            ref = bknumba.sparse_bk_core(aa, bb, c, mask, z, semantics=semantics, device="cpu")
-            np.testing.assert_array_equal(g[~mask], 0)
-            assert _err(g, ref) < 1e-13
-            # one row at a time (one block per row, the decision per block)
-            for r in range(3):
-                g1 = _sparse(aa[r:r + 1], bb[r:r + 1], c[r:r + 1], mask[r:r + 1], z[r:r + 1],
-                             semantics, "ratio", "sequence")
-                assert _err(g1, ref[r:r + 1]) < 1e-13
+    for aa, bb in ((a, b), (a + 0.2j, b + 0.1j)):
+        g = _sparse(aa, bb, c, mask, z, "local", "ratio", "sequence")
+        ref = bknumba.sparse_bk_core(aa, bb, c, mask, z, semantics="local", device="cpu")
+        np.testing.assert_array_equal(g[~mask], 0)
+        assert _err(g, ref) < 1e-13
+        # one row at a time (one block per row, the decision per block)
+        for r in range(3):
+            g1 = _sparse(aa[r:r + 1], bb[r:r + 1], c[r:r + 1], mask[r:r + 1], z[r:r + 1],
+                         "local", "ratio", "sequence")
+            assert _err(g1, ref[r:r + 1]) < 1e-13
 
 
 @settings(max_examples=12 if SIM else 40, deadline=None)

@@ -67,6 +67,7 @@ without register copies), each testing the magnitude of its new row only
 """
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -163,6 +164,17 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
             sk_im[dv.ix(q)] = y.imag
         if masked:
             sm[dv.ix(q)] = m
+
+    @cuda.jit(device=True, inline=True)
+    def restart(sm, qrow, p, stop, step):
+        """The nearest restart from position ``p`` on, walking by ``step`` (-1 or +1):
+        a masked position, or ``stop`` (the row's first or last position), within
+        ``LB`` steps; returns ``(position, 1 if found else 0)``."""
+        cnt = 0
+        while p != stop and sm[dv.ix(slot(qrow, p))] != 0 and cnt < LB:
+            p += step
+            cnt += 1
+        return p, 1 if p == stop or sm[dv.ix(slot(qrow, p))] == 0 else 0
 
     @cuda.jit(device=True, inline=True)
     def map_step(sa_re, sa_im, sk_re, sk_im, q, zz, kk, tau, drop, bal, m00, m01, m10, m11, mc,
@@ -318,6 +330,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         zz = z[r] if active else 0j
         o = tid * _MAP
         e_last = s + nv - 1
+        qown = rl * nc  # slot row of this thread's row (whole rows staged: mode 0)
 
         # ---- "local" semantics: a masked position restarts both recursions
         # (L = R = d there), and so does the row's end. A chunk's carries L[s-1] and
@@ -335,27 +348,13 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
             # the restarts before the chunks first; after them only if all were found
             # (a mask with few masked positions then wastes one look-back, not two)
             ok = 1
-            if active:
-                qrow = rl * nc
-                fm = s - 1
-                cnt = 0
-                while fm > 0 and sm[dv.ix(slot(qrow, fm))] != 0 and cnt < LB:
-                    fm -= 1
-                    cnt += 1
-                if fm > 0 and sm[dv.ix(slot(qrow, fm))] != 0:
-                    ok = 0
+            if active and s > 0:
+                fm, ok = restart(sm, qown, s - 1, 0, -1)
             lb = cuda.syncthreads_and(ok) != 0
             if lb:
                 ok = 1
-                if active:
-                    qrow = rl * nc
-                    bm = e_last + 1
-                    cnt = 0
-                    while bm < n - 1 and sm[dv.ix(slot(qrow, bm))] != 0 and cnt < LB:
-                        bm += 1
-                        cnt += 1
-                    if bm < n - 1 and sm[dv.ix(slot(qrow, bm))] != 0:
-                        ok = 0
+                if active and e_last < n - 1:
+                    bm, ok = restart(sm, qown, e_last + 1, n - 1, 1)
                 lb = cuda.syncthreads_and(ok) != 0
         # couplings at the chunk's ends, balanced (dv.balance): k[s-1] (read from
         # device memory: staged by the previous chunk) and k[e]; computed again
@@ -497,11 +496,10 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     # owning chunks' to check
                     w = 0j
                     if s > 0:
-                        qrow = rl * nc
-                        lv = ld_a(sa_re, sa_im, slot(qrow, fm)) - zz
+                        lv = ld_a(sa_re, sa_im, slot(qown, fm)) - zz
                         for p in range(fm + 1, s):
-                            d = ld_a(sa_re, sa_im, slot(qrow, p)) - zz
-                            lv = d - kmul(ld_k(sk_re, sk_im, slot(qrow, p - 1)), dv.inv(lv))
+                            d = ld_a(sa_re, sa_im, slot(qown, p)) - zz
+                            lv = d - kmul(ld_k(sk_re, sk_im, slot(qown, p - 1)), dv.inv(lv))
                         w = dv.inv(lv)
                 else:
                     if s > 0 and fx.real == 0.0 and fx.imag == 0.0:
@@ -532,11 +530,10 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     # R from the restart bm (masked, or the row's end) down to e + 1
                     u = 0j
                     if e_last < n - 1:
-                        qrow = rl * nc
-                        rv = ld_a(sa_re, sa_im, slot(qrow, bm)) - zz
+                        rv = ld_a(sa_re, sa_im, slot(qown, bm)) - zz
                         for p in range(bm - 1, e_last, -1):
-                            d = ld_a(sa_re, sa_im, slot(qrow, p)) - zz
-                            rv = d - kmul(ld_k(sk_re, sk_im, slot(qrow, p)), dv.inv(rv))
+                            d = ld_a(sa_re, sa_im, slot(qown, p)) - zz
+                            rv = d - kmul(ld_k(sk_re, sk_im, slot(qown, p)), dv.inv(rv))
                         u = dv.inv(rv)
                 else:
                     if e_last < n - 1 and gx.real == 0.0 and gx.imag == 0.0:
@@ -767,7 +764,7 @@ def large_workspace(name, shape, dtype=np.float64):
     replaced only by a larger one: for scratch that grows with ``B * N``, so that
     calls of many shapes hold the largest size needed so far, not the sum over
     shapes (:func:`workspace` keeps one array per shape)."""
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)
     dt = np.dtype(dtype)
     buf = _LARGE.get(name)
     if buf is None or buf.dtype != dt or buf.shape[0] < count:
