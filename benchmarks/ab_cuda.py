@@ -3,7 +3,7 @@
 Runs each version in its own process (alternating, ``--rounds`` times), times
 ``bknumba.gpu.api.compute(..., kernel="sequence")`` with a preallocated output
 (median of 15 CUDA-event timings) for the ratio, theta_phi and "local" (50 %)
-kernels at B * N = 2^26 (and "local" at 0, 25, 75 % on request), and prints
+kernels at B * N = 2^26 (and "local" at 0, 10, 25, 75 % on request), and prints
 the best rate of each version, their ratio, and whether the outputs (a
 checksum of the first 1000 columns) are the same bit for bit (else their
 relative difference). Real GPU only.
@@ -51,7 +51,7 @@ def worker(expect_dir, shapes=SHAPES, kernels=("ratio", "theta_phi", "local 50 %
         a_d, k_d, z_d = (cuda.to_device(x) for x in (a, k, np.full(batch, 1j)))
         out = cuda.device_array((batch, n), dtype=np.complex128)
         cases = [("ratio", "ratio", None), ("theta_phi", "theta_phi", None)]
-        cases += [(f"local {pct} %", "ratio", pct) for pct in (0, 25, 50, 75)]
+        cases += [(f"local {pct} %", "ratio", pct) for pct in (0, 10, 25, 50, 75)]
         for label, method, pct in cases:
             if label not in kernels:
                 continue

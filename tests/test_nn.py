@@ -246,6 +246,129 @@ def test_element_kernels_ask_llvm_for_512_bit_vectors():
                                atol=1e-7)
 
 
+@pytest.mark.parametrize("rows", [100, 257, 1000])
+@pytest.mark.parametrize("act", ["relu", "gelu", "ln_gelu"])
+def test_mlp_matches_float64_and_the_two_layers(rows, act):
+    """layers.mlp (both layers in one parallel region where it applies) against a
+    float64 reference within float32 round-off, and bit for bit against the two
+    layers called one after the other (the same row blocks, the same kernels); 100
+    rows on two threads is below the fused path's minimum (the two calls run); the
+    inputs unchanged."""
+    import numba
+
+    from bknumba.nn import _fused
+
+    rng = np.random.default_rng(rows)
+    x = rng.standard_normal((rows, 40)).astype(np.float32)
+    w1 = (rng.standard_normal((72, 40)) / 6).astype(np.float32)
+    w2 = (rng.standard_normal((33, 72)) / 8).astype(np.float32)
+    b1, g, beta = (rng.standard_normal(72).astype(np.float32) for _ in range(3))
+    b2 = rng.standard_normal(33).astype(np.float32)
+    x0 = x.copy()
+    h64 = x.astype(np.float64) @ w1.T.astype(np.float64) + b1
+    if act == "ln_gelu":
+        mu = h64.mean(-1, keepdims=True)
+        h64 = (h64 - mu) / np.sqrt(((h64 - mu) ** 2).mean(-1, keepdims=True) + 1e-5) * g + beta
+    h64 = np.maximum(h64, 0) if act == "relu" else 0.5 * h64 * (1 + erf(h64 / 2**0.5))
+    want = h64 @ w2.T.astype(np.float64) + b2
+    first = {"relu": lambda: layers.linear_relu(x, w1, b1),
+             "gelu": lambda: layers.linear_gelu(x, w1, b1),
+             "ln_gelu": lambda: layers.linear_ln_gelu(x, w1, b1, g, beta)}[act]
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        got = layers.mlp(x, w1, b1, act, w2, b2, ln_weight=g, ln_bias=beta)
+        two = layers.linear(first(), w2, b2)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert got.dtype == np.float32 and got.shape == (rows, 33)
+    np.testing.assert_allclose(got, want, rtol=3e-5, atol=3e-5)
+    np.testing.assert_array_equal(got, two)
+    np.testing.assert_array_equal(x, x0)
+    # float64 takes the two-layer path, to float64 round-off
+    got64 = layers.mlp(x.astype(np.float64), w1.astype(np.float64), b1, act,
+                       w2.astype(np.float64), b2, ln_weight=g, ln_bias=beta)
+    assert got64.dtype == np.float64
+    np.testing.assert_allclose(got64, want, rtol=1e-5, atol=1e-5)  # the float32 weights
+    assert _fused.mlp_rows(x[:0], w1, b1, _fused.RELU, np.empty((0, 72), np.float32), w2, b2,
+                           _fused.BIAS, np.empty((0, 33), np.float32)) is None
+    with pytest.raises(ValueError, match="act"):
+        layers.mlp(x, w1, b1, "tanh", w2, b2)
+    with pytest.raises(ValueError, match="ln_weight"):
+        layers.mlp(x, w1, b1, "ln_gelu", w2, b2)
+
+
+@pytest.mark.parametrize("rows", [60, 300])
+@pytest.mark.parametrize("where", ["first", "middle", "last"])
+@pytest.mark.parametrize("value", [np.nan, np.inf, -np.inf])
+def test_mlp_reports_a_non_finite_input_anywhere(rows, where, value, rng):
+    """With check_finite, the fused kernel's threads test their own input rows for NaN
+    and infinity (a bit test): one such value in the first row, the middle or the
+    last, on the fused path (300 rows) and the NumPy path (60 rows), is reported;
+    finite input is not; a module raises naming its input."""
+    import numba
+
+    x = rng.standard_normal((rows, 24)).astype(np.float32)
+    w1, w2 = rng.standard_normal((32, 24)).astype(np.float32), rng.standard_normal((8, 32))
+    w2 = w2.astype(np.float32)
+    b1, b2 = np.zeros(32, np.float32), np.zeros(8, np.float32)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        assert layers._mlp(x, w1, b1, "relu", w2, b2, check_finite=True)[1] is True
+        i = {"first": 0, "middle": rows // 2, "last": rows - 1}[where]
+        bad = x.copy()
+        bad[i, 23 if where == "last" else 5] = value
+        assert layers._mlp(bad, w1, b1, "relu", w2, b2, check_finite=True)[1] is False
+        with np.errstate(invalid="ignore", over="ignore"):
+            assert layers._mlp(bad, w1, b1, "relu", w2, b2)[1] is True  # not asked
+        up = bnn.AdaptiveUpsampling(12, rows // 2 * 2, 2)
+        up.load_state_dict(random_state("AdaptiveUpsampling", up.config))
+        xu = rng.standard_normal((2, rows // 2 * 2, 12)).astype(np.float32)
+        assert np.isfinite(up(xu)).all()
+        xu[-1 if where == "last" else 0, i // 2, 3] = value
+        with pytest.raises(ValueError, match="AdaptiveUpsampling: x contains NaN or infinity"):
+            up(xu)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_derived_values_follow_a_reload(rng):
+    """AdaptiveUpsampling keeps its folded bias (Linear bias + position embedding)
+    between calls: a new load_state_dict replaces it."""
+    cfg = dict(d_model=8, n_seq_down=16, upsample_factor=2)
+    up = bnn.AdaptiveUpsampling(**cfg)
+    sd = random_state("AdaptiveUpsampling", cfg)
+    x = rng.standard_normal((2, 16, 8)).astype(np.float32)
+    first = up.load_state_dict(sd)(x)
+    sd["position_embed"] = sd["position_embed"] + 1.0
+    np.testing.assert_allclose(up.load_state_dict(sd)(x), first + 1.0, rtol=1e-5, atol=1e-5)
+
+
+def test_thread_limit_sets_and_restores_counts():
+    """thread_limit sets Numba's count (and the BLAS pools') for the call only, leaves
+    them alone when nested or None, and restores them when the body raises."""
+    import numba
+
+    from bknumba.nn._base import _blas_pools, thread_limit
+
+    top = numba.config.NUMBA_NUM_THREADS
+    blas = [get() for _, get in _blas_pools()]
+    with thread_limit(1):
+        assert numba.get_num_threads() == 1
+        assert all(get() == 1 for _, get in _blas_pools())
+        with thread_limit(top):  # nested: no change
+            assert numba.get_num_threads() == 1
+        assert numba.get_num_threads() == 1
+    assert numba.get_num_threads() == top
+    assert [get() for _, get in _blas_pools()] == blas
+    with pytest.raises(KeyError):
+        with thread_limit(1):
+            raise KeyError("body")
+    assert numba.get_num_threads() == top
+    assert [get() for _, get in _blas_pools()] == blas
+    with thread_limit(None):
+        assert numba.get_num_threads() == top
+
+
 def test_scratch_arrays_never_leak_into_results(rng, monkeypatch):
     # intermediates live in per-thread work arrays (layers._scratch); results are fresh
     x = rng.standard_normal((4, 8, 6)).astype(np.float32)
@@ -259,6 +382,8 @@ def test_scratch_arrays_never_leak_into_results(rng, monkeypatch):
     np.testing.assert_array_equal(first, kept)  # later calls do not overwrite it
     a1 = layers._scratch("t", (3, 4))
     assert a1.shape == (3, 4) and a1.flags.c_contiguous
+    assert layers._scratch("t", (3, 4)) is a1  # the same request: the same view, kept
+    assert layers._scratch("t", [3, 4]).shape == (3, 4)  # a list as the shape
     assert np.shares_memory(layers._scratch("t", (4, 3)), a1)  # same buffer (16 elements)
     assert not np.shares_memory(layers._scratch("t", (5, 4)), a1)  # 32: another buffer
     assert not np.shares_memory(layers._scratch("u", (3, 4)), a1)  # another tag

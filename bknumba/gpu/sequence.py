@@ -44,7 +44,9 @@ and unconditional (clamped) loads keep four loads per array in flight.
 Under the "local" semantics a masked position also restarts the recursions
 *exactly* (``L = R = d`` there), and so do the row's ends: in the fused
 layout, a block whose every chunk finds a restart within ``2 C`` positions
-before and after it (block-uniform vote) skips the chunk maps and the scan,
+before and after it (block-uniform vote; tried only where at least half of
+the block's threads staged a sixth or more masked positions, so that a mask
+with few of them does not pay for a failed search) skips the chunk maps and the scan,
 and each chunk gets its carries by running the recursions from those
 restarts (a few steps at moderate sparsity; the same operations as the
 chunks that own those positions). Other blocks, rows with rescaled
@@ -273,6 +275,8 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         # ---- stage a, k, mask: coalesced, branch-free clamped loads, 4 per array in flight;
         # note any coupling outside dv.balance's untouched range
         wild = 0
+        nstaged = 0  # LOOK: positions this thread staged, and how many of them are masked
+        nmasked = 0
         for rl2 in range(nslots):
             r2 = row0 + rl2
             if r2 < nrows:
@@ -310,15 +314,27 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     # slots T positions apart are QT apart when C divides T
                     q = slot(qrow, p - pstart)
                     put(sa_re, sa_im, sk_re, sk_im, sm, q, xa, ya, ma)
+                    if LOOK:
+                        nstaged += 1
+                        nmasked += 1 - ma
                     if pb < pend:
                         q = q + QT if TC else slot(qrow, pb - pstart)
                         put(sa_re, sa_im, sk_re, sk_im, sm, q, xb, yb, mb)
+                        if LOOK:
+                            nstaged += 1
+                            nmasked += 1 - mb
                     if pc < pend:
                         q = q + QT if TC else slot(qrow, pc - pstart)
                         put(sa_re, sa_im, sk_re, sk_im, sm, q, xc, yc, mc_)
+                        if LOOK:
+                            nstaged += 1
+                            nmasked += 1 - mc_
                     if pd < pend:
                         q = q + QT if TC else slot(qrow, pd - pstart)
                         put(sa_re, sa_im, sk_re, sk_im, sm, q, xd, yd, md)
+                        if LOOK:
+                            nstaged += 1
+                            nmasked += 1 - md
                     p += 4 * T
         # every coupling of the block moderate: dv.balance is the identity on all of
         # them, and the chunk-map loops skip it (a warp-uniform branch)
@@ -341,10 +357,20 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         # positions of the staged row, the block skips the chunk maps and the scan
         # (block-uniform: the scan has barriers); else, and with rescaled
         # couplings (bal), it takes the map path below.
+        # A block with few masked positions would fail the look-back (at 10 %
+        # sparsity a chunk finds no restart within 32 positions with probability
+        # 0.9**32 = 3 %, so one of 64 chunks nearly always fails) and pay for it:
+        # the block tries it only when at least half of its threads staged a sixth
+        # or more masked positions (a vote, taken with the staging's counts; at
+        # 1/6 sparsity a chunk fails with probability 0.3 %). Either way the
+        # results are the same: the map path is exact at any sparsity.
+        dense = False
+        if LOOK and not bal:
+            dense = 2 * cuda.syncthreads_count(1 if 6 * nmasked >= nstaged else 0) >= T
         lb = False
         fm = 0
         bm = 0
-        if LOOK and not bal:
+        if dense:
             # the restarts before the chunks first; after them only if all were found
             # (a mask with few masked positions then wastes one look-back, not two)
             ok = 1

@@ -1,7 +1,6 @@
 """Module base class: declared state (keys, shapes, dtypes), loading, input checks."""
 from __future__ import annotations
 
-import contextlib
 import threading
 from dataclasses import dataclass
 
@@ -48,7 +47,8 @@ _BLAS = None
 
 
 def _blas_pools():
-    """BLAS thread pools found once by threadpoolctl (scanning is slow), or []."""
+    """``(pool, get_num_threads)`` of the BLAS thread pools threadpoolctl finds (once:
+    scanning is slow), or []."""
     global _BLAS
     if _BLAS is None:
         try:
@@ -56,46 +56,96 @@ def _blas_pools():
         except ImportError:  # pragma: no cover - optional
             _BLAS = []
         else:
-            _BLAS = list(ThreadpoolController().select(user_api="blas").lib_controllers)
+            _BLAS = [(pool, _getter(pool)) for pool in
+                     ThreadpoolController().select(user_api="blas").lib_controllers]
     return _BLAS
 
 
-@contextlib.contextmanager
-def thread_limit(num_threads):
+def _getter(pool):
+    """A function returning ``pool``'s thread count: OpenBLAS's own C function where
+    threadpoolctl's wrapper would only look it up and call it (this runs on every
+    forward call), else the wrapper."""
+    if type(pool).__name__ == "OpenBLASController" and getattr(pool, "threading_layer",
+                                                                 "") != "openmp":
+        try:
+            fn = pool._get_symbol("openblas_get_num_threads")
+        except Exception:  # noqa: BLE001 - another threadpoolctl: its own method
+            fn = None
+        if fn is not None:
+            return fn
+    return pool.get_num_threads
+
+
+def _numba_threads():
+    """``numba.get_num_threads()``, without its process-wide lock once Numba's threads
+    are running (the same per-thread count, read directly)."""
+    from numba.np.ufunc import parallel
+
+    get = getattr(parallel, "_get_num_threads", None)
+    if getattr(parallel, "_is_initialized", False) and get is not None:
+        n = get()
+        if n > 0:
+            return n
+    return parallel.get_num_threads()
+
+
+class thread_limit:
     """Limit Numba's (and, with ``threadpoolctl`` installed, BLAS's) threads for one call.
 
-    ``None`` leaves both as they are. Numba's limit is per calling thread, so
-    concurrent callers do not affect one another; the BLAS limit is process-wide
-    while it lasts.
+    A context manager. ``None`` leaves both as they are, and so does a nested
+    use on the same thread. Numba's limit is per calling thread, so concurrent
+    callers do not affect one another; the BLAS limit is process-wide while it
+    lasts. Only the counts that differ are set (and restored): setting a count
+    costs microseconds even when it does not change, and this runs around every
+    forward call (a class rather than a generator for the same reason).
     """
-    if num_threads is None or getattr(_STATE, "active", False):
-        yield
-        return
-    import numba
 
-    _STATE.active = True
-    want = max(1, min(int(num_threads), numba.config.NUMBA_NUM_THREADS))
-    old = numba.get_num_threads()
-    if old != want:
-        numba.set_num_threads(want)
-    try:
-        # only the pools whose count differs are set (and restored): setting a
-        # count costs microseconds even when it does not change
-        changed = []
-        for pool in _blas_pools():
-            n = pool.get_num_threads()
-            if n != int(num_threads):
-                pool.set_num_threads(int(num_threads))
-                changed.append((pool, n))
+    __slots__ = ("_want", "_old", "_changed")
+
+    def __init__(self, num_threads):
+        self._want = None if num_threads is None else int(num_threads)
+        self._old = None
+        self._changed = ()
+
+    def __enter__(self):
+        want = self._want
+        if want is None or getattr(_STATE, "active", False):
+            self._want = None  # nothing to restore on exit
+            return self
+        import numba
+
+        _STATE.active = True
         try:
-            yield
-        finally:
-            for pool, n in changed:
+            nb = max(1, min(want, numba.config.NUMBA_NUM_THREADS))
+            old = _numba_threads()
+            if old != nb:
+                numba.set_num_threads(nb)
+                self._old = old
+            changed = []
+            for pool, get in _blas_pools():
+                n = get()
+                if n != want:
+                    pool.set_num_threads(want)
+                    changed.append((pool, n))
+            self._changed = changed
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        if self._want is None:
+            return False
+        try:
+            for pool, n in self._changed:
                 pool.set_num_threads(n)
-    finally:
-        if old != want:
-            numba.set_num_threads(old)
-        _STATE.active = False
+        finally:
+            if self._old is not None:
+                import numba
+
+                numba.set_num_threads(self._old)
+            _STATE.active = False
+        return False
 
 
 class Module:
@@ -119,6 +169,7 @@ class Module:
         self._specs = {}
         self._children = {}
         self._values = {}
+        self._derived = {}
         self._loaded = False
 
     # -- declaration -------------------------------------------------------
@@ -194,6 +245,7 @@ class Module:
             else:
                 arr = arr.copy()
             self._values[key] = arr
+        self._derived = {}
         for name, child in self._children.items():
             child._assign(state, f"{prefix}{name}.")
         self._loaded = True
@@ -214,6 +266,15 @@ class Module:
                 f"{self.kind} has no weights loaded: call load_state_dict or bknumba.nn.load"
             ) from None
 
+    def _once(self, key, make):
+        """A value computed from the loaded weights by ``make()`` once, kept until the
+        next load (for example two bias vectors added together)."""
+        try:
+            return self._derived[key]
+        except KeyError:
+            value = self._derived[key] = make()
+            return value
+
     def __call__(self, *args, **kwargs):
         if not self._loaded:
             raise RuntimeError(
@@ -230,8 +291,10 @@ class Module:
         return f"{self.kind}({args})"
 
     # -- input checks ------------------------------------------------------
-    def _input(self, name, x, ndim, last=None, n=None):
-        """``x`` as an array of this module's dtype (never the caller's buffer), checked."""
+    def _input(self, name, x, ndim, last=None, n=None, finite=True):
+        """``x`` as an array of this module's dtype (never the caller's buffer), checked;
+        ``finite=False`` leaves the NaN / infinity test to the caller (a fused kernel
+        that reads ``x`` first, followed by :meth:`_not_finite`)."""
         try:
             arr = np.asarray(x)
         except Exception as exc:  # noqa: BLE001
@@ -256,6 +319,9 @@ class Module:
         arr = np.ascontiguousarray(arr, dtype=self.dtype).view()
         arr.flags.writeable = False
         # (isfinite + all is ~3x faster than a float64 sum of float32 data)
-        if not np.isfinite(arr).all():
-            raise ValueError(f"{self.kind}: {name} contains NaN or infinity")
+        if finite and not np.isfinite(arr).all():
+            self._not_finite(name)
         return arr
+
+    def _not_finite(self, name):
+        raise ValueError(f"{self.kind}: {name} contains NaN or infinity")

@@ -8,7 +8,10 @@ parallel region does a whole layer: ``prange`` over row blocks, each block a
 single-threaded GEMM of NumPy's own OpenBLAS (the CBLAS ``sgemm`` of the
 ``libscipy_openblas64_`` that NumPy's wheels bundle) followed by the block's
 element pass, so that one pool runs everything and both cores work through the
-element passes too. The library's thread count is set to 1 for the region and
+element passes too. Two layers in a row (Linear, pass, Linear, pass: the
+MLP blocks of the modules) run as one region (:func:`mlp_rows`): each block
+takes its rows through both layers, with one kernel call and the Python around
+it instead of two. The library's thread count is set to 1 for the region and
 restored after it. That count is process-wide (``openblas_set_num_threads_local``
 sets the global count in the pthreads builds NumPy ships), so it is set once
 around the region, one fused call at a time (a lock); NumPy calls made by other
@@ -29,7 +32,7 @@ from functools import lru_cache
 
 import numpy as np
 
-__all__ = ["available", "blas_threads", "linear_rows", "MIN_ROWS_PER_THREAD"]
+__all__ = ["available", "blas_threads", "linear_rows", "mlp_rows", "MIN_ROWS_PER_THREAD"]
 
 #: Fewer rows than this per thread: the NumPy path (one BLAS call) instead.
 MIN_ROWS_PER_THREAD = 64
@@ -85,16 +88,15 @@ def available() -> bool:
 
 
 @lru_cache(maxsize=None)
-def _kernel():
-    """The parallel kernel, compiled on first use (not cached on disk: it holds the
-    library's function addresses, which change between processes)."""
+def _blocks():
+    """The row-block steps ``(gemm, pass, max_bits)`` the parallel kernels inline
+    (defined on first use: the GEMM holds the library's function address)."""
     sgemm = _library()[0]
-    from numba import njit, prange
+    from numba import njit
 
     from ._kernels import _SERIAL, gelu_f32, wide_vectors
 
     f32 = np.float32
-    opts = dict(_SERIAL, parallel=True, cache=False)
 
     # row sums for the LayerNorm statistics, in float64 with the additions free to be
     # reordered (fastmath "reassoc"): LLVM vectorises them (3.5x faster than eight
@@ -156,7 +158,35 @@ def _kernel():
                 for j in range(n):
                     y[i, j] = gelu_f32((y[i, j] - mf) * sf * ln_w[j] + ln_b[j])
 
-    @njit(**opts)
+    @njit(inline="always", **_SERIAL)
+    def _max_bits(xb, i0, i1):  # pragma: no cover - compiled
+        """The largest ``bits & 0x7fffffff`` of rows ``i0:i1`` of the int32 view of
+        float32 data: ``>= 0x7f800000`` exactly when one of them is NaN or infinite."""
+        wide_vectors()
+        acc = np.int32(0)
+        for i in range(i0, i1):
+            for j in range(xb.shape[1]):
+                acc = max(acc, xb[i, j] & np.int32(0x7FFFFFFF))
+        return acc
+
+    return _gemm, _pass, _max_bits
+
+
+#: ``bits & 0x7fffffff`` of a float32 at or above this: NaN or infinite.
+NONFINITE_BITS = 0x7F800000
+
+
+@lru_cache(maxsize=None)
+def _kernel():
+    """The one-layer parallel kernel, compiled on first use (not cached on disk: it
+    holds the library's function addresses, which change between processes)."""
+    from numba import njit, prange
+
+    from ._kernels import _SERIAL
+
+    _gemm, _pass, _ = _blocks()
+
+    @njit(**dict(_SERIAL, parallel=True, cache=False))
     def rows(x2, w, bias, ln_w, ln_b, eps, mode, out, parts):  # pragma: no cover - compiled
         m = x2.shape[0]
         for p in prange(parts):
@@ -167,6 +197,34 @@ def _kernel():
                 _pass(out, r0, r1, bias, ln_w, ln_b, eps, mode)
 
     return rows
+
+
+@lru_cache(maxsize=None)
+def _mlp_kernel():
+    """The two-layer parallel kernel (see :func:`mlp_rows`), compiled on first use."""
+    from numba import njit, prange
+
+    from ._kernels import _SERIAL
+
+    _gemm, _pass, _max_bits = _blocks()
+
+    @njit(**dict(_SERIAL, parallel=True, cache=False))
+    def mlp(x2, xb, w1, b1, ln_w, ln_b, eps, mode1, h, w2, b2, mode2, out, bad,
+            parts):  # pragma: no cover - compiled
+        m = x2.shape[0]
+        for p in prange(parts):
+            r0 = p * m // parts
+            r1 = (p + 1) * m // parts
+            if r1 > r0:
+                if bad.size:
+                    bad[p] = _max_bits(xb, r0, r1)
+                # the block's hidden rows depend on its input rows only: no barrier
+                _gemm(x2[r0:], w1, h[r0:], r1 - r0)
+                _pass(h, r0, r1, b1, ln_w, ln_b, eps, mode1)
+                _gemm(h[r0:], w2, out[r0:], r1 - r0)
+                _pass(out, r0, r1, b2, b2, b2, eps, mode2)
+
+    return mlp
 
 
 def _parts(rows):
@@ -200,18 +258,48 @@ def linear_rows(x2, weight, bias, mode, out, ln_w=None, ln_b=None, eps=1e-5):
     bias = np.zeros(weight.shape[0], np.float32) if bias is None else np.ascontiguousarray(bias)
     if ln_w is None:
         ln_w = ln_b = bias
-    args = (x2, np.ascontiguousarray(weight), bias, np.ascontiguousarray(ln_w),
-            np.ascontiguousarray(ln_b), float(eps), int(mode), out, parts)
-    kernel = _kernel()
+    _run(_kernel(), x2, np.ascontiguousarray(weight), bias, np.ascontiguousarray(ln_w),
+         np.ascontiguousarray(ln_b), float(eps), int(mode), out, parts)
+    return True
+
+
+def mlp_rows(x2, weight1, bias1, mode1, hidden, weight2, bias2, mode2, out, ln_w=None,
+             ln_b=None, eps=1e-5, check_finite=False):
+    """Two layers in one parallel region: ``hidden = pass1(x2 @ weight1.T + bias1)``
+    (``mode1`` and the LayerNorm arguments as in :func:`linear_rows`), then
+    ``out = pass2(hidden @ weight2.T + bias2)``. Each thread's row block goes through
+    both layers (a block's hidden rows depend on its input rows only), so one kernel
+    call replaces two and the block's hidden rows are still in cache for the second
+    GEMM. With ``check_finite``, each block first tests its input rows for NaN and
+    infinity (a bit test on rows about to be read anyway).
+
+    Returns None (and does nothing) where the fused path does not apply
+    (:func:`_parts`), else whether every input value was finite (True without
+    ``check_finite``). ``hidden`` and ``out`` are float32 C-contiguous work arrays of
+    ``(rows, hidden features)`` and ``(rows, out features)``.
+    """
+    parts = _parts(x2.shape[0])
+    if not parts:
+        return None
+    if ln_w is None:
+        ln_w = ln_b = bias1
+    bad = np.zeros(parts if check_finite else 0, np.int32)
+    _run(_mlp_kernel(), x2, x2.view(np.int32), weight1, bias1, ln_w, ln_b, float(eps),
+         int(mode1), hidden, weight2, bias2, int(mode2), out, bad, parts)
+    return not check_finite or int(bad.max()) < NONFINITE_BITS
+
+
+def _run(kernel, *args):
+    """``kernel(*args)`` with the library on one thread (the kernel's blocks are the
+    threads). Its thread count is process-wide (``openblas_set_num_threads_local``
+    sets the global count in the pthreads builds NumPy ships): set once around the
+    whole region, never inside it, and one fused call at a time, so that it is
+    restored."""
     set_threads = _library()[1]
-    # the library's thread count is process-wide (openblas_set_num_threads_local sets
-    # the global count in the pthreads builds NumPy ships): set once around the whole
-    # region, never inside it, and one fused call at a time, so that it is restored
     with _LOCK:
         old = set_threads(1)
         try:
             kernel(*args)
         finally:
             set_threads(old)
-    return True
 

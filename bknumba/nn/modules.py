@@ -35,8 +35,8 @@ import numpy as np
 from ._base import Module
 from .features import bk_features, resolve_feature_options
 from .interp import cnn_interpolate, linear_interpolate
-from .layers import (_fast32, _relu_, _scratch, conv1d, layer_norm, linear, linear_gelu,
-                     linear_ln_gelu, linear_relu, softmax)
+from .layers import (_fast32, _mlp, _relu_, conv1d, layer_norm, linear, linear_gelu,
+                     linear_ln_gelu, softmax)
 from .masks import MASK_MODES, gumbel_sigmoid_mask, threshold_mask, topk_count, topk_mask
 
 __all__ = [
@@ -63,8 +63,12 @@ def _lin(m, name, x):
     return linear(x, m.p(f"{name}.weight"), m.p(f"{name}.bias"))
 
 
-def _lin_relu(m, name, x):
-    return linear_relu(x, m.p(f"{name}.weight"), m.p(f"{name}.bias"))
+def _mlp_relu(m, lin1, lin2, x):
+    """``Linear -> ReLU -> Linear`` of the sub-modules ``lin1`` and ``lin2`` (one fused
+    region where it applies, :func:`bknumba.nn.layers.mlp`)."""
+    p = m.p
+    return _mlp(x, p(f"{lin1}.weight"), p(f"{lin1}.bias"), "relu", p(f"{lin2}.weight"),
+                p(f"{lin2}.bias"))[0]
 
 
 def _decl_lin(m, name, out_f, in_f):
@@ -166,8 +170,7 @@ class SparseBKCore(Module):
 
     def importance_logits(self, x):
         """Per-token importance logits ``(B, N)`` (Linear -> ReLU -> Linear)."""
-        h = _lin_relu(self, "importance_predictor.0", x)
-        return _lin(self, "importance_predictor.2", h)[..., 0]
+        return _mlp_relu(self, "importance_predictor.0", "importance_predictor.2", x)[..., 0]
 
     def make_mask(self, logits):
         """The configured mask (threshold, top-k or Gumbel) from the logits."""
@@ -262,8 +265,7 @@ class SparseMoELayer(Module):
 
     def expert(self, i, tokens):
         """Expert ``i`` (Linear -> ReLU -> Linear) on ``(T, D)`` tokens."""
-        h = _lin_relu(self, f"experts.{i}.0", tokens)
-        return _lin(self, f"experts.{i}.3", h)
+        return _mlp_relu(self, f"experts.{i}.0", f"experts.{i}.3", tokens)
 
     def forward(self, x):
         x = self._input("x", x, 3, self.d_model)
@@ -418,8 +420,7 @@ class ImportancePredictor(Module):
         if self.use_context:
             x = _relu_(conv1d(x, self.p("context_encoder.0.weight"), self.p("context_encoder.0.bias")))
             x = _relu_(conv1d(x, self.p("context_encoder.2.weight"), self.p("context_encoder.2.bias")))
-        h = _lin_relu(self, "importance_head.0", x)
-        return _lin(self, "importance_head.3", h)[..., 0]
+        return _mlp_relu(self, "importance_head.0", "importance_head.3", x)[..., 0]
 
 
 class SparseG_iiComputation(Module):
@@ -576,10 +577,10 @@ def _pool(x, weights):
     return (x.reshape(bsz, m, f, d) * w[None, :, :, None]).sum(axis=2)
 
 
-def _lin_ln_gelu(m, lin, ln, x, out=None):
+def _lin_ln_gelu(m, lin, ln, x):
     """``GELU(LayerNorm(Linear(x)))`` of the sub-modules ``lin`` and ``ln``, fused."""
     return linear_ln_gelu(x, m.p(f"{lin}.weight"), m.p(f"{lin}.bias"), m.p(f"{ln}.weight"),
-                          m.p(f"{ln}.bias"), out=out)
+                          m.p(f"{ln}.bias"))
 
 
 class AdaptiveDownsampling(Module):
@@ -606,8 +607,7 @@ class AdaptiveDownsampling(Module):
 
     def forward(self, x):
         x = self._input("x", x, 3, self.d_model, self.n_seq)
-        scores = _lin(self, "importance_scorer.2",
-                      _lin_relu(self, "importance_scorer.0", x))[..., 0]
+        scores = _mlp_relu(self, "importance_scorer.0", "importance_scorer.2", x)[..., 0]
         y = _lin_ln_gelu(self, "refine.0", "refine.1", _pool(x, self.p("pool_weights")))
         return y, scores
 
@@ -633,15 +633,19 @@ class AdaptiveUpsampling(Module):
         self._declare("position_embed", (f, d))
 
     def forward(self, x):
-        x = self._input("x", x, 3, self.d_model, self.n_seq_down)
-        # the hidden activations live in a reused work array (layers._scratch)
-        t = _lin_ln_gelu(self, "upsample_transform.0", "upsample_transform.1", x,
-                         out=_scratch("AdaptiveUpsampling.hidden",
-                                      x.shape[:-1] + (self.d_model * self.factor,), x.dtype))
+        # the NaN test runs inside the fused two-layer kernel (each thread on its rows)
+        x = self._input("x", x, 3, self.d_model, self.n_seq_down, finite=False)
+        p = self.p
         # the position embedding is a per-column constant of the (B M, f D) GEMM output:
         # folded into the last Linear's bias (one pass instead of two)
-        bias = self.p("upsample_transform.3.bias") + self.p("position_embed").reshape(-1)
-        t = linear(t, self.p("upsample_transform.3.weight"), bias)
+        bias = self._once("bias", lambda: p("upsample_transform.3.bias")
+                          + p("position_embed").reshape(-1))
+        t, finite = _mlp(x, p("upsample_transform.0.weight"), p("upsample_transform.0.bias"),
+                         "ln_gelu", p("upsample_transform.3.weight"), bias,
+                         p("upsample_transform.1.weight"), p("upsample_transform.1.bias"),
+                         check_finite=True)
+        if not finite:
+            self._not_finite("x")
         bsz, m, _ = x.shape
         return t.reshape(bsz, m * self.factor, self.d_model)
 
