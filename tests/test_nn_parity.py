@@ -163,6 +163,29 @@ def test_adaptive_upsampling(tmp_path):
           inputs(10, n=N // 2))
 
 
+@pytest.mark.parametrize("kind", ["AdaptiveUpsampling", "AdaptiveDownsampling", "SparseMoELayer",
+                                  "SparseBKCore"])
+def test_fused_two_layer_blocks_at_larger_batches(tmp_path, kind):
+    """Batches large enough (>= 128 rows on two threads) for the fused two-layer region
+    (layers.mlp): each module's Linear -> activation -> Linear block runs there (the
+    other tests' 64-128 rows take the two-layer path)."""
+    import numba
+
+    n = N // 2 if kind == "AdaptiveUpsampling" else N
+    cfg = {"AdaptiveUpsampling": dict(d_model=D, n_seq_down=n, upsample_factor=2),
+           "AdaptiveDownsampling": dict(d_model=D, n_seq=n, downsample_factor=2),
+           "SparseMoELayer": dict(d_model=D, num_experts=2, top_k=1, dropout_p=0.1),
+           "SparseBKCore": dict(d_model=D, n_seq=n, target_sparsity=0.5)}[kind]
+    g = torch.Generator().manual_seed(21)
+    x = torch.randn(48, n, D, generator=g)
+    args = (x, 0.8 * torch.randn(48, n, generator=g)) if kind == "SparseBKCore" else (x,)
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    try:
+        check(tmp_path, f"{kind}[batch 48]", lambda: getattr(ref, kind)(**cfg), kind, cfg, args)
+    finally:
+        numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+
+
 @pytest.mark.parametrize("core,sparse", [("exact", True), ("raw_v1", True), ("exact", False)])
 def test_multi_scale_bk_layer(tmp_path, core, sparse):
     cfg = dict(d_model=D, n_seq=N, num_experts=4, target_sparsity=0.6, use_sparse_g_ii=sparse)
