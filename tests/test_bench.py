@@ -121,7 +121,8 @@ def test_layer_section_agrees_with_torch():
 
 @pytest.mark.parametrize("name", ["bench_gpu.json", "bench_gpu_api.json",
                                   "bench_gpu_api_h200_2026-12-01.json",
-                                  "bench_cuda_h200_2026-12-01.json"])
+                                  "bench_cuda_h200_2026-12-01.json",
+                                  "bench_cuda_h200_2026-12-02b.json"])
 def test_render_stored_gpu_json(name):
     # the stored GPU results are committed (BENCHMARKS.md and notebook 04 use them)
     path = ROOT / "notebooks" / "data" / name
