@@ -275,8 +275,7 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         # ---- stage a, k, mask: coalesced, branch-free clamped loads, 4 per array in flight;
         # note any coupling outside dv.balance's untouched range
         wild = 0
-        nstaged = 0  # LOOK: positions this thread staged, and how many of them are masked
-        nmasked = 0
+        nmasked = 0  # LOOK: how many of the positions this thread staged are masked
         for rl2 in range(nslots):
             r2 = row0 + rl2
             if r2 < nrows:
@@ -314,27 +313,18 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
                     # slots T positions apart are QT apart when C divides T
                     q = slot(qrow, p - pstart)
                     put(sa_re, sa_im, sk_re, sk_im, sm, q, xa, ya, ma)
-                    if LOOK:
-                        nstaged += 1
-                        nmasked += 1 - ma
                     if pb < pend:
                         q = q + QT if TC else slot(qrow, pb - pstart)
                         put(sa_re, sa_im, sk_re, sk_im, sm, q, xb, yb, mb)
-                        if LOOK:
-                            nstaged += 1
-                            nmasked += 1 - mb
                     if pc < pend:
                         q = q + QT if TC else slot(qrow, pc - pstart)
                         put(sa_re, sa_im, sk_re, sk_im, sm, q, xc, yc, mc_)
-                        if LOOK:
-                            nstaged += 1
-                            nmasked += 1 - mc_
                     if pd < pend:
                         q = q + QT if TC else slot(qrow, pd - pstart)
                         put(sa_re, sa_im, sk_re, sk_im, sm, q, xd, yd, md)
-                        if LOOK:
-                            nstaged += 1
-                            nmasked += 1 - md
+                    if LOOK:  # the clamped loads past pend are not counted
+                        nmasked += ((1 - ma) + (1 - mb if pb < pend else 0)
+                                    + (1 - mc_ if pc < pend else 0) + (1 - md if pd < pend else 0))
                     p += 4 * T
         # every coupling of the block moderate: dv.balance is the identity on all of
         # them, and the chunk-map loops skip it (a warp-uniform branch)
@@ -366,6 +356,9 @@ def _segment_kernel(C, T, cplx_a, cplx_k, theta, rec, comb, keep, mode):
         # results are the same: the map path is exact at any sparsity.
         dense = False
         if LOOK and not bal:
+            # positions this thread staged: pstart + tid, + T, ... below pend, per staged row
+            nstaged = (max(0, min(nslots, nrows - row0))
+                       * max(0, (pend - pstart - tid + T - 1) // T))
             dense = 2 * cuda.syncthreads_count(1 if 6 * nmasked >= nstaged else 0) >= T
         lb = False
         fm = 0
