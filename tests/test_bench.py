@@ -129,3 +129,13 @@ def test_render_stored_gpu_json(name):
     assert path.exists(), f"missing stored GPU results {path}"
     text = md.render_file(path)
     assert "G elem/s" in text and text.count("\n|") > 5
+
+
+@pytest.mark.parametrize("name", ["bench_cpu.json", "bench_core_2026-12-01b.json",
+                                  "bench_core_2026-12-02.json"])
+def test_render_stored_cpu_json(name):
+    # the stored CPU runs are committed (BENCHMARKS.md section 1 and notebook 04 use them)
+    path = ROOT / "notebooks" / "data" / name
+    assert path.exists(), f"missing stored CPU results {path}"
+    text = md.render_file(path)
+    assert "Melem/s" in text and "(4096, 512)" in text and text.count("\n|") > 50
